@@ -1,0 +1,262 @@
+"""`formfit`: the command line. Thin: parse options, call the library, render tables and progress with rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from optimizer.cache import Cache
+from optimizer.errors import FormfitError, redact
+from optimizer.evaluate import EvalResult, evaluate
+from optimizer.lm import DEFAULT_MODEL, LM, LOCAL_MODELS, Budget
+from optimizer.data import SUFFIXES, read_records
+from optimizer.embed import EMBEDDERS, make_embedder
+from optimizer.errors import ConfigError
+from optimizer.select import STRATEGIES, ExampleSelector, demo_source, example_record
+from optimizer.task import BUILTIN_DIR, load_task
+
+err = Console(stderr=True)
+out = Console()
+
+
+def lm_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command that calls a model shares."""
+    options = [
+        click.option("--model", default=DEFAULT_MODEL, show_default=True,
+                     help=f"local/... ({', '.join(LOCAL_MODELS)}) or any LiteLLM model string."),
+        click.option("--api-base", default=None, help="Base URL of an OpenAI-compatible server."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="llama.cpp threads for local models (default 1: fastest on 2-core machines)."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=None,
+                     help="Parallel LM calls (default 1 for local models, 8 otherwise)."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+                     help="Seconds per LM call before it is retried."),
+        click.option("--budget", type=click.IntRange(min=0), default=None, help="Hard cap on real LM calls."),
+        click.option("--max-dollars", type=click.FloatRange(min=0), default=None, help="Hard cap on spend."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR",
+                     help="Cache folder [default: ./cache, or $FORMFIT_CACHE_DIR]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def embedder_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--embedder", default="tfidf", show_default=True,
+                        help=f"{' or '.join(EMBEDDERS)} (offline), or a LiteLLM embedding model.")(command)
+
+
+def make_lm(model: str, api_base: str | None, threads: int | None, concurrency: int | None, timeout: float,
+            budget: int | None, max_dollars: float | None, cache_dir: str | None) -> LM:
+    return LM(model, api_base=api_base, cache=Cache(cache_dir), budget=Budget(budget, max_dollars),
+              threads=threads, concurrency=concurrency, timeout=timeout)
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on a terminal (stderr); nothing elsewhere. Yields an `update(done, total)` callback."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task_id = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task_id, completed=done, total=total)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="formfit")
+def cli() -> None:
+    """Optimize prompts and few-shot examples on your data, and measure whether fine-tuning would still help."""
+
+
+@cli.command("tasks")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def tasks_command(as_json: bool) -> None:
+    """List the built-in tasks."""
+    tasks = [load_task(path) for path in sorted(BUILTIN_DIR.iterdir()) if (path / "task.yaml").is_file()]
+    rows = [{"name": t.name, "output_type": t.output_type, "metric": t.metric, "labels": len(t.labels),
+             **{f"n_{split}": len(examples) for split, examples in t.splits.items()},
+             "description": t.description} for t in tasks]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("task", "output", "metric", "labels", "train/dev/test", "description")
+    for row in rows:
+        sizes = "/".join(str(row.get(f"n_{split}", 0)) for split in ("train", "dev", "test"))
+        table.add_row(row["name"], row["output_type"], row["metric"], str(row["labels"] or ""), sizes,
+                      row["description"])
+    out.print(table)
+
+
+@cli.command("eval")
+@click.argument("task_ref", metavar="TASK")
+@lm_options
+@click.option("--split", default="test", show_default=True, help="Which split to evaluate.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N examples.")
+@click.option("--k", "k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Demos per input, from the train split.")
+@click.option("--select", "strategy", type=click.Choice(["random", *STRATEGIES]), default="random",
+              show_default=True, help="How the k demos are chosen for each input.")
+@embedder_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--instruction", default=None, help="Use this instruction instead of the task's.")
+@click.option("--with-context", is_flag=True, help="Show the task's context field to the model (oracle retrieval).")
+@click.option("--show", type=click.IntRange(min=0), default=10, show_default=True, help="Failures to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
+def eval_command(task_ref: str, split: str, limit: int | None, k: int, strategy: str, embedder: str, seed: int,
+                 instruction: str | None, with_context: bool, show: int, as_json: bool, **lm_args: Any) -> None:
+    """Evaluate TASK's instruction (a task folder or built-in name) on one split."""
+    task = load_task(task_ref)
+    if with_context:
+        task = task.with_context()
+    examples = task.split(split)[:limit]
+    lm = make_lm(**lm_args)
+    demos = demo_source(task, task.split("train"), k, strategy, seed=seed,
+                        embedder=make_embedder(embedder, cache=lm.cache, api_base=lm_args["api_base"]))
+    with progress_bar(f"eval {task.name}/{split}") as update:
+        result = evaluate(task, instruction or task.instruction, lm, examples, demos=demos, seed=seed,
+                          on_progress=update)
+    summary = {"task": task.name, "split": split, "model": lm.model, "k": k, "select": strategy, **result.to_dict(),
+               **{key: value for key, value in lm.usage.to_dict().items() if key not in result.to_dict()}}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        render_eval(result, summary, show)
+    if result.stopped:
+        err.print(f"[yellow]stopped early: {result.stopped}; rerun with a larger --budget to finish "
+                  "(completed calls are cached)[/]")
+
+
+def render_eval(result: EvalResult, summary: dict[str, Any], show: int) -> None:
+    table = Table("id", "kind", "gold", "prediction", "output", title=f"failures (first {show})", show_lines=False)
+    for row in result.failures[:show]:
+        table.add_row(row.id, row.error_kind, _short(row.gold), _short(row.prediction), _short(row.output))
+    if show and result.failures:
+        out.print(table)
+    kinds = ", ".join(f"{kind} {count}" for kind, count in result.error_counts().items()) or "none"
+    out.print(f"[bold]{summary['task']}[/] {summary['split']}: score [bold]{result.score:.3f}[/] on "
+              f"{summary['n']} examples | failures: {kinds}")
+    out.print(f"LM calls {summary['lm_calls']}, cache hits {summary['cache_hits']}, retries {summary['retries']}, "
+              f"tokens {summary['prompt_tokens']:,} prompt + {summary['completion_tokens']:,} completion, "
+              f"cost ${summary['cost_usd']:.4f}, {summary['wall_s']:.1f}s")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command("select")
+@click.argument("pool")
+@click.argument("text")
+@click.option("-k", "k", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="[default: knn, or a saved selector's]")
+@embedder_option
+@click.option("--input-key", "input_keys", multiple=True, help="Fields embedded (data files; default: all but label).")
+@click.option("--label-key", default=None, help="The label/output field of a data file [default: label or output].")
+@click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None, help="Save the selector here.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR")
+@click.option("--api-base", default=None, help="Base URL for a LiteLLM embedding model on an OpenAI-compatible server.")
+@click.option("--json", "as_json", is_flag=True)
+def select_command(pool: str, text: str, k: int, strategy: str | None, embedder: str, input_keys: tuple[str, ...],
+                   label_key: str | None, save_dir: str | None, cache_dir: str | None, api_base: str | None,
+                   as_json: bool) -> None:
+    """Show the K demos chosen for TEXT from POOL (a task's train split, a data file, or a saved selector)."""
+    selector = build_selector(pool, k, strategy, embedder, input_keys, label_key, Cache(cache_dir), api_base)
+    query = {(selector.config.input_keys or ("text",))[0]: text}
+    chosen = selector.select_scored(query, k=k)
+    if save_dir:
+        selector.save(save_dir)
+    if as_json:
+        click.echo(json.dumps({"query": query, "strategy": selector.config.strategy, "embedder": selector.embedder.id,
+                               "demos": [{"similarity": c.similarity, "example": c.example} for c in chosen]},
+                              ensure_ascii=False))
+        return
+    table = Table("#", "similarity", "example", title=f"{len(chosen)} demos for {text!r} ({selector.config.strategy})")
+    for rank, choice in enumerate(chosen, start=1):
+        table.add_row(str(rank), f"{choice.similarity:.3f}", _short(choice.example, 100))
+    out.print(table)
+
+
+def build_selector(pool: str, k: int, strategy: str | None, embedder: str, input_keys: tuple[str, ...],
+                   label_key: str | None, cache: Cache, api_base: str | None) -> ExampleSelector:
+    """A fitted selector from a saved selector folder, a data file, or a task's train split."""
+    path = Path(pool)
+    if (path / "selector.json").is_file():
+        return ExampleSelector.load(path, cache=cache, k=k, **({"strategy": strategy} if strategy else {}))
+    if path.suffix in SUFFIXES and path.is_file():
+        records = read_records(path)
+        if not records:
+            raise ConfigError(f"{path}: the pool is empty")
+        label_key = label_key or next((key for key in ("label", "output") if key in records[0]), None)
+        keys = input_keys or tuple(key for key in records[0] if key not in (label_key, "id"))
+    else:
+        task = load_task(pool)
+        records = [example_record(task, example) for example in task.split("train")]
+        label_key, keys = task.output, input_keys or task.inputs
+    selector = ExampleSelector(make_embedder(embedder, cache=cache, api_base=api_base), k, input_keys=keys,
+                               strategy=strategy or "knn", label_key=label_key)
+    return selector.fit(records)
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """Inspect or clear the on-disk cache."""
+
+
+@cache_group.command("stats")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR")
+@click.option("--json", "as_json", is_flag=True)
+def cache_stats(cache_dir: str | None, as_json: bool) -> None:
+    """Entries per kind and size on disk."""
+    stats = Cache(cache_dir).stats()
+    if as_json:
+        click.echo(json.dumps(stats.to_dict()))
+        return
+    out.print(f"{stats.path}: {stats.bytes_on_disk / 1e6:.1f} MB")
+    for namespace, count in stats.entries.items():
+        out.print(f"  {namespace}: {count:,} entries")
+
+
+@cache_group.command("clear")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR")
+@click.option("--kind", "namespace", default=None, help="Only this kind of entry (e.g. lm, embedding).")
+@click.option("--json", "as_json", is_flag=True)
+def cache_clear(cache_dir: str | None, namespace: str | None, as_json: bool) -> None:
+    """Delete cached entries."""
+    deleted = Cache(cache_dir).clear(namespace)
+    click.echo(json.dumps({"deleted": deleted}) if as_json else f"deleted {deleted:,} entries")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors are one line on stderr with exit 2; Ctrl-C keeps what is cached."""
+    try:
+        cli.main(args=argv, prog_name="formfit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        _fail("interrupted; rerun the same command to resume (completed LM calls are cached)", 130)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), 2)
+    except FormfitError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; rerun the same command to resume (completed LM calls are cached)", 130)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"formfit: error: {redact(' '.join(message.split()))}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

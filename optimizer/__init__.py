@@ -1,0 +1,50 @@
+"""formfit's library: `import optimizer`.
+
+Tasks, models, evaluation and the few-shot selector are the public API; the CLI (`formfit`) is a thin shell on it.
+"""
+
+from .cache import Cache
+from .errors import (
+    BudgetExhausted,
+    ConfigError,
+    DataError,
+    FormfitError,
+    LMCallError,
+    ModelError,
+    TaskError,
+)
+from .evaluate import EvalResult, EvalRow, evaluate
+from .lm import LM, Budget, LMRequest, LMResponse, Usage
+from .embed import MiniLMEmbedder, TfidfEmbedder, make_embedder
+from .prompt import parse_output
+from .select import ExampleSelector, RandomDemos, demo_source
+from .task import Example, Task, load_task
+
+__all__ = [
+    "LM",
+    "Budget",
+    "BudgetExhausted",
+    "Cache",
+    "ConfigError",
+    "DataError",
+    "EvalResult",
+    "EvalRow",
+    "ExampleSelector",
+    "Example",
+    "FormfitError",
+    "LMCallError",
+    "LMRequest",
+    "LMResponse",
+    "MiniLMEmbedder",
+    "ModelError",
+    "RandomDemos",
+    "Task",
+    "TaskError",
+    "TfidfEmbedder",
+    "Usage",
+    "demo_source",
+    "evaluate",
+    "load_task",
+    "make_embedder",
+    "parse_output",
+]

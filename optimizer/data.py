@@ -1,0 +1,124 @@
+"""Reading labelled records from JSONL / CSV / JSON files, and seeded splits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import DataError, located
+
+Record = dict[str, object]
+Row = tuple[int, Record]  # (line number in the file, 0 where unknown; record)
+MAX_FIELD_CHARS = 100_000
+SUFFIXES = (".jsonl", ".csv", ".json")
+T = TypeVar("T")
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Read every record of a .jsonl, .csv or .json (a list of objects) file, with errors naming file:line."""
+    return [record for _, record in read_rows(path)]
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """Like `read_records`, keeping each record's line number for later error messages."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported data file type {path.suffix!r} (use {', '.join(SUFFIXES)})")
+    text = _read_text(path)
+    reader = {".jsonl": _jsonl, ".csv": _csv, ".json": _json}[path.suffix]
+    records = reader(path, text)
+    for line, record in records:
+        _check_sizes(path, line, record)
+    return records
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: data file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read data file ({exc.strerror})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{located(path, line)}: not valid UTF-8 (byte {raw[exc.start]:#x})") from None
+
+
+def _jsonl(path: Path, text: str) -> list[Row]:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{located(path, number)}: broken JSON line ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{located(path, number)}: expected a JSON object, got {type(value).__name__}")
+        records.append((number, value))
+    return records
+
+
+def _csv(path: Path, text: str) -> list[Row]:
+    rows = csv.reader(text.splitlines())
+    try:
+        header = next(rows)
+    except StopIteration:
+        return []
+    except csv.Error as exc:
+        raise DataError(f"{located(path, 1)}: malformed CSV ({exc})") from None
+    if len(set(header)) != len(header) or any(not name.strip() for name in header):
+        raise DataError(f"{located(path, 1)}: CSV header has empty or duplicate column names")
+    records = []
+    try:
+        for row in rows:
+            number = rows.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{located(path, number)}: expected {len(header)} columns, found {len(row)}")
+            records.append((number, dict(zip(header, row))))
+    except csv.Error as exc:
+        raise DataError(f"{located(path, rows.line_num)}: malformed CSV ({exc})") from None
+    return records
+
+
+def _json(path: Path, text: str) -> list[Row]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{located(path, exc.lineno)}: broken JSON ({exc.msg})") from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise DataError(f"{path}: expected a JSON list of objects")
+    return [(0, item) for item in value]
+
+
+def _check_sizes(path: Path, line: int, record: Record) -> None:
+    for key, value in record.items():
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            raise DataError(
+                f"{located(path, line)}: field {key!r} has {len(value):,} characters (limit {MAX_FIELD_CHARS:,})"
+            )
+
+
+def split_records(records: Sequence[T], fractions: dict[str, float], seed: int) -> dict[str, list[T]]:
+    """Shuffle with `seed` and cut into named splits by fraction (the last split takes the remainder)."""
+    if not fractions:
+        raise DataError("no split fractions given")
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    names = list(fractions)
+    total = sum(fractions.values())
+    splits: dict[str, list[T]] = {}
+    start = 0
+    for index, name in enumerate(names):
+        end = len(shuffled) if index == len(names) - 1 else start + round(len(shuffled) * fractions[name] / total)
+        splits[name] = shuffled[start:end]
+        start = end
+    return splits

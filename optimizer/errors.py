@@ -1,0 +1,63 @@
+"""One exception family. Messages are one line a user can act on; `exit_code` is what the CLI returns."""
+
+from __future__ import annotations
+
+import os
+
+
+class FormfitError(Exception):
+    """Base of every error formfit raises on purpose. Bad input from the user: exit code 2."""
+
+    exit_code = 2
+
+
+class TaskError(FormfitError):
+    """A task folder or task.yaml is wrong."""
+
+
+class DataError(FormfitError):
+    """A data file is unreadable or malformed."""
+
+
+class ConfigError(FormfitError):
+    """A command-line option or argument has a bad value."""
+
+
+class ModelError(FormfitError):
+    """An unknown model name, or a model that cannot be loaded or reached."""
+
+
+class LMCallError(FormfitError):
+    """An LM call kept failing after every retry (timeouts, 429, 5xx, dead server)."""
+
+    exit_code = 1
+
+
+class BudgetExhausted(FormfitError):
+    """The LM-call (or dollar) budget is spent; what was computed before is kept."""
+
+    exit_code = 1
+
+
+def located(path: object, line: int | None = None) -> str:
+    """Render `file:line` (or just `file`) for error messages."""
+    return f"{path}:{line}" if line else f"{path}"
+
+
+_SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables that look like credentials (API keys, tokens)."""
+    return [
+        value
+        for name, value in os.environ.items()
+        if name.upper().endswith(_SECRET_SUFFIXES) and len(value) >= 8
+    ]
+
+
+def redact(text: str) -> str:
+    """Replace any credential from the environment that appears in `text` with `***`."""
+    for value in secret_values():
+        text = text.replace(value, "***")
+    return text

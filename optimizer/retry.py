@@ -1,0 +1,92 @@
+"""Retrying remote calls: which failures deserve another try, how long to wait, and the error a user sees."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .errors import ConfigError, FormfitError, LMCallError, ModelError, redact
+
+T = TypeVar("T")
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+_RETRYABLE_NAMES = {
+    "Timeout", "APITimeoutError", "ReadTimeout", "RateLimitError", "ServiceUnavailableError", "InternalServerError",
+    "BadGatewayError", "JSONDecodeError", "APIResponseValidationError",
+}
+_CONNECTION_NAMES = {"APIConnectionError", "ConnectError", "ConnectionError", "RemoteProtocolError"}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped; a server's Retry-After wins when it asks for longer."""
+
+    max_retries: int = 5
+    base_s: float = 0.5
+    cap_s: float = 30.0
+
+    def delay(self, attempt: int, exc: BaseException) -> float:
+        backoff = random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+        return min(self.cap_s, max(backoff, retry_after_of(exc) or 0.0))
+
+    def run(self, call: Callable[[], T], on_retry: Callable[[], None] | None = None) -> tuple[T, int]:
+        """Call until it succeeds; returns (result, retries). Raises the last error if not retryable or out of tries."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return call(), attempt
+            except Exception as exc:
+                if not is_retryable(exc) or attempt == self.max_retries:
+                    raise
+                if on_retry is not None:
+                    on_retry()
+                time.sleep(self.delay(attempt, exc))
+        raise AssertionError("unreachable")
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries (litellm and openai errors have `status_code`)."""
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return bool(_names(exc) & _CONNECTION_NAMES)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Timeouts, rate limits, server errors and dropped connections are worth another try; nothing else is."""
+    if isinstance(exc, FormfitError):
+        return False
+    if isinstance(exc, (TimeoutError, ConnectionError)) or _names(exc) & (_RETRYABLE_NAMES | _CONNECTION_NAMES):
+        return True
+    return status_of(exc) in RETRYABLE_STATUS
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        return float(headers.get("retry-after"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def user_error(exc: Exception, target: str, endpoint: str, ever_answered: bool, max_retries: int) -> FormfitError:
+    """The one-line error for a call that failed for good. `ever_answered`: did this endpoint ever reply?"""
+    status = status_of(exc)
+    if status in (401, 403):
+        return ConfigError(f"{target}: not authorised ({status}); set the provider's API key in the environment")
+    if status == 404:
+        return ModelError(f"{target}: not found at the provider ({status})")
+    what = f"{type(exc).__name__}: {redact(str(exc)).splitlines()[0][:200] if str(exc).strip() else ''}"
+    if is_connection_error(exc) and not ever_answered:
+        return ModelError(f"cannot reach {endpoint} ({what})")
+    tries = f" after {max_retries + 1} attempts" if is_retryable(exc) else ""
+    return LMCallError(f"{target}: call failed{tries} ({what})")

@@ -1,0 +1,354 @@
+"""Choosing few-shot demos for each input: random, or by embedding similarity with `ExampleSelector`.
+
+`ExampleSelector` is the part apps import: fit it on labelled examples (plain dicts), ask it for the `k` demos
+closest to an input, save it and load it without embedding the pool again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .cache import Cache, cache_key
+from .embed import Embedder, TfidfEmbedder, embedder_from_spec, make_embedder
+from .errors import ConfigError
+from .task import Example, Task
+
+STRATEGIES = ("knn", "mmr", "label_quota")
+ORDERS = ("similar_last", "similar_first")
+INDEXES = ("exact", "hnsw")
+FORMAT_VERSION = 1
+
+
+class DemoSource(Protocol):
+    """Anything that picks the demos to show with one example."""
+
+    def demos_for(self, example: Example) -> list[Example]: ...
+
+
+class NoDemos:
+    """Zero-shot."""
+
+    def demos_for(self, example: Example) -> list[Example]:
+        return []
+
+
+def _check_k(k: int, pool_size: int) -> None:
+    if k < 0:
+        raise ConfigError(f"k must be 0 or more, got {k}")
+    if pool_size == 0 and k > 0:
+        raise ConfigError("the demo pool is empty: fit the selector on at least one example")
+    if k > pool_size:
+        raise ConfigError(f"k={k} is larger than the demo pool ({pool_size} examples)")
+
+
+class RandomDemos:
+    """`k` demos drawn at random from `pool` for each input, reproducibly (seeded by `seed` and the example id)."""
+
+    def __init__(self, pool: Sequence[Example], k: int, seed: int = 0) -> None:
+        _check_k(k, len(pool))
+        self.pool, self.k, self.seed = list(pool), k, seed
+
+    def demos_for(self, example: Example) -> list[Example]:
+        candidates = [demo for demo in self.pool if demo.id != example.id]
+        rng = random.Random(cache_key([self.seed, example.id]))
+        return rng.sample(candidates, min(self.k, len(candidates)))
+
+
+@dataclass(frozen=True)
+class SelectorConfig:
+    """How an `ExampleSelector` chooses; saved with it."""
+
+    k: int = 4
+    input_keys: tuple[str, ...] | None = None
+    strategy: str = "knn"
+    mmr_lambda: float = 0.5
+    label_key: str | None = None
+    order: str = "similar_last"
+    dedupe: float | None = 0.98
+    fetch_k: int | None = None
+    index: str = "exact"
+
+    def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown selection strategy {self.strategy!r} (use {', '.join(STRATEGIES)})")
+        if self.order not in ORDERS:
+            raise ConfigError(f"unknown order {self.order!r} (use {', '.join(ORDERS)})")
+        if self.index not in INDEXES:
+            raise ConfigError(f"unknown index {self.index!r} (use {', '.join(INDEXES)})")
+        if not 0.0 <= self.mmr_lambda <= 1.0:
+            raise ConfigError(f"mmr_lambda must be in [0, 1], got {self.mmr_lambda}")
+        if self.strategy == "label_quota" and not self.label_key:
+            raise ConfigError("strategy 'label_quota' needs label_key (the field holding each example's label)")
+        if self.k < 0:
+            raise ConfigError(f"k must be 0 or more, got {self.k}")
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One chosen demo with its cosine similarity to the query."""
+
+    example: dict[str, Any]
+    similarity: float
+
+
+class ExampleSelector:
+    """Few-shot demos by embedding similarity: `knn`, `mmr` (relevance vs diversity), or `label_quota`.
+
+    >>> selector = ExampleSelector("tfidf", k=4, input_keys=["text"]).fit(examples)
+    >>> selector.select({"text": "my card never arrived"})      # -> list of example dicts, most similar last
+    >>> selector.save("selector/"); ExampleSelector.load("selector/")
+
+    `input_keys` are the fields embedded (only what a query will have); `exclude_id` in `select` (or an identical
+    input text) keeps the query itself out when the pool is also the evaluation set; `dedupe` skips a candidate
+    whose cosine with an already chosen demo reaches it.
+    """
+
+    def __init__(self, embedder: Embedder | str = "tfidf", k: int = 4, *, input_keys: Sequence[str] | None = None,
+                 strategy: str = "knn", mmr_lambda: float = 0.5, label_key: str | None = None,
+                 order: str = "similar_last", dedupe: float | None = 0.98, fetch_k: int | None = None,
+                 index: str = "exact", cache: Cache | None = None) -> None:
+        self.config = SelectorConfig(k, tuple(input_keys) if input_keys else None, strategy, mmr_lambda, label_key,
+                                     order, dedupe, fetch_k, index)
+        self.config.check()
+        self.embedder = make_embedder(embedder, cache=cache) if isinstance(embedder, str) else embedder
+        self.examples: list[dict[str, Any]] = []
+        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self._texts: list[str] = []
+        self._ann: Any = None
+
+    # --- building the pool ---------------------------------------------------------------------------------
+
+    def text_of(self, example: Mapping[str, Any]) -> str:
+        """The text embedded for an example or a query: its input fields, one `key: value` line each."""
+        keys = self.config.input_keys or [key for key in example if key != self.config.label_key and key != "id"]
+        missing = [key for key in keys if key not in example]
+        if missing:
+            raise ConfigError(f"example or query lacks input field(s) {', '.join(map(repr, missing))}")
+        return "\n".join(f"{key}: {example[key]}" for key in keys)
+
+    def fit(self, examples: Sequence[Mapping[str, Any]]) -> ExampleSelector:
+        """Embed the pool (once; the embeddings cache answers repeats). TF-IDF learns its IDF weights here."""
+        self.examples = [dict(example) for example in examples]
+        self._texts = [self.text_of(example) for example in self.examples]
+        if isinstance(self.embedder, TfidfEmbedder) and self._texts:
+            self.embedder.fit(self._texts)
+        self.matrix = self.embedder.embed(self._texts) if self._texts else np.zeros((0, 0), np.float32)
+        self._ann = None
+        return self
+
+    def add(self, example: Mapping[str, Any]) -> None:
+        """Add one example to the pool (its vector is appended; TF-IDF weights are not refitted)."""
+        text = self.text_of(example)
+        vector = self.embedder.embed([text])
+        self.matrix = vector if self.matrix.size == 0 else np.vstack([self.matrix, vector])
+        self.examples.append(dict(example))
+        self._texts.append(text)
+        self._ann = None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    # --- choosing ------------------------------------------------------------------------------------------
+
+    def select(self, inputs: Mapping[str, Any], *, k: int | None = None, exclude_id: Any = None) -> list[dict]:
+        """The demos for one input, as example dicts (ordered by `order`: most similar last by default)."""
+        return [chosen.example for chosen in self.select_scored(inputs, k=k, exclude_id=exclude_id)]
+
+    def select_scored(self, inputs: Mapping[str, Any], *, k: int | None = None,
+                      exclude_id: Any = None) -> list[Selected]:
+        """Like `select`, with each demo's cosine similarity to the input."""
+        return self.select_batch([inputs], k=k, exclude_ids=[exclude_id])[0]
+
+    def select_batch(self, queries: Sequence[Mapping[str, Any]], *, k: int | None = None,
+                     exclude_ids: Sequence[Any] | None = None) -> list[list[Selected]]:
+        """Demos for many inputs at once (one matrix product for the whole batch)."""
+        k = self.config.k if k is None else k
+        _check_k(k, len(self.examples))
+        if k == 0 or not queries:
+            return [[] for _ in queries]
+        texts = [self.text_of(query) for query in queries]
+        vectors = self.embedder.embed(texts)
+        exclude_ids = exclude_ids or [None] * len(queries)
+        fetch = min(len(self.examples), self._fetch_size(k))
+        candidates = self._nearest(vectors, fetch)
+        return [
+            self._choose(vectors[row], candidates[row], k, exclude_ids[row], texts[row]) for row in range(len(texts))
+        ]
+
+    def _fetch_size(self, k: int) -> int:
+        if self.config.fetch_k:
+            return max(self.config.fetch_k, k + 1)
+        if self.config.strategy == "label_quota":
+            return max(50 * k, 200)
+        if self.config.strategy == "mmr":
+            return max(4 * k, 20)
+        return 2 * k + 2  # room for the excluded query and near-duplicates
+
+    def _nearest(self, vectors: np.ndarray, fetch: int) -> list[np.ndarray]:
+        """Indices of the `fetch` most similar pool rows per query, best first (exact, or HNSW when asked)."""
+        if self.config.index == "hnsw":
+            return list(self._hnsw().search(vectors, fetch)[1])
+        similarities = vectors @ self.matrix.T
+        if fetch < similarities.shape[1]:
+            top = np.argpartition(-similarities, fetch - 1, axis=1)[:, :fetch]
+        else:
+            top = np.tile(np.arange(similarities.shape[1]), (len(vectors), 1))
+        order = np.take_along_axis(similarities, top, axis=1).argsort(axis=1)[:, ::-1]
+        return list(np.take_along_axis(top, order, axis=1))
+
+    def _hnsw(self) -> Any:
+        if self._ann is None:
+            try:
+                import faiss
+            except ImportError:
+                raise ConfigError("index 'hnsw' needs the 'ann' extra (pip install faiss-cpu)") from None
+            faiss.omp_set_num_threads(1)
+            index = faiss.IndexHNSWFlat(self.matrix.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = 128
+            index.add(np.ascontiguousarray(self.matrix))
+            self._ann = index
+        return self._ann
+
+    def _choose(self, query: np.ndarray, candidates: np.ndarray, k: int, exclude_id: Any,
+                query_text: str) -> list[Selected]:
+        candidates = [int(i) for i in candidates if i >= 0 and not self._excluded(int(i), exclude_id, query_text)]
+        similarity = {i: float(self.matrix[i] @ query) for i in candidates}
+        if self.config.strategy == "mmr":
+            chosen = self._mmr(candidates, similarity, k)
+        elif self.config.strategy == "label_quota":
+            chosen = self._label_quota(candidates, k)
+        else:
+            chosen = self._deduped(candidates, k)
+        chosen.sort(key=lambda i: similarity[i], reverse=self.config.order == "similar_first")
+        return [Selected(dict(self.examples[i]), similarity[i]) for i in chosen]
+
+    def _excluded(self, index: int, exclude_id: Any, query_text: str) -> bool:
+        if exclude_id is not None and self.examples[index].get("id") == exclude_id:
+            return True
+        return self._texts[index] == query_text if exclude_id is not None else False
+
+    def _is_duplicate(self, index: int, chosen: list[int]) -> bool:
+        if self.config.dedupe is None or not chosen:
+            return False
+        return float(np.max(self.matrix[chosen] @ self.matrix[index])) >= self.config.dedupe
+
+    def _deduped(self, candidates: list[int], k: int) -> list[int]:
+        chosen: list[int] = []
+        for index in candidates:
+            if len(chosen) == k:
+                break
+            if not self._is_duplicate(index, chosen):
+                chosen.append(index)
+        return chosen
+
+    def _mmr(self, candidates: list[int], similarity: dict[int, float], k: int) -> list[int]:
+        """Maximal marginal relevance: lambda * sim(query, c) - (1 - lambda) * max sim(c, chosen)."""
+        weight = self.config.mmr_lambda
+        chosen: list[int] = []
+        remaining = [i for i in candidates]
+        while remaining and len(chosen) < k:
+            redundancy = (self.matrix[remaining] @ self.matrix[chosen].T).max(axis=1) if chosen else 0.0
+            scores = weight * np.array([similarity[i] for i in remaining]) - (1 - weight) * redundancy
+            best = remaining.pop(int(np.argmax(scores)))
+            if not self._is_duplicate(best, chosen):
+                chosen.append(best)
+        return chosen
+
+    def _label_quota(self, candidates: list[int], k: int) -> list[int]:
+        """Most similar first, but at most ceil(k / labels) demos per label, labels counted among the candidates."""
+        key = self.config.label_key
+        labels = {str(self.examples[i].get(key)) for i in candidates}
+        quota = math.ceil(k / max(1, min(k, len(labels))))
+        counts: dict[str, int] = {}
+        chosen: list[int] = []
+        for index in candidates:
+            label = str(self.examples[index].get(key))
+            if len(chosen) < k and counts.get(label, 0) < quota and not self._is_duplicate(index, chosen):
+                chosen.append(index)
+                counts[label] = counts.get(label, 0) + 1
+        chosen += [i for i in self._deduped([c for c in candidates if c not in chosen], k - len(chosen))]
+        return chosen
+
+    # --- persistence ---------------------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write config, examples and the float32 matrix (and TF-IDF weights) so `load` never re-embeds the pool."""
+        directory = Path(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            meta = {"format": FORMAT_VERSION, "config": asdict(self.config), "embedder": self.embedder.spec(),
+                    "embedder_id": self.embedder.id}
+            (directory / "selector.json").write_text(json.dumps(meta, indent=2))
+            with (directory / "examples.jsonl").open("w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(example, ensure_ascii=False) + "\n" for example in self.examples)
+            np.save(directory / "embeddings.npy", self.matrix)
+            if isinstance(self.embedder, TfidfEmbedder):
+                np.save(directory / "idf.npy", self.embedder.idf)
+        except OSError as exc:
+            raise ConfigError(f"{directory}: cannot save selector ({exc.strerror})") from None
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, *, cache: Cache | None = None, embedder: Embedder | None = None,
+             **overrides: Any) -> ExampleSelector:
+        """Load a saved selector; `overrides` change config fields (k, strategy, ...) without re-embedding."""
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "selector.json").read_text())
+            examples = [json.loads(line) for line in (directory / "examples.jsonl").read_text().splitlines() if line]
+            matrix = np.load(directory / "embeddings.npy")
+            idf = np.load(directory / "idf.npy") if (directory / "idf.npy").exists() else None
+        except (OSError, ValueError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{directory}: not a saved selector ({exc})") from None
+        config = replace(SelectorConfig(**{**meta["config"], "input_keys": _tuple(meta["config"]["input_keys"])}),
+                         **overrides)
+        selector = cls(embedder or embedder_from_spec(meta["embedder"], cache=cache, idf=idf), **asdict(config))
+        if selector.embedder.id != meta["embedder_id"]:
+            raise ConfigError(f"{directory}: saved with embedder {meta['embedder_id']}, given {selector.embedder.id}")
+        selector.examples, selector.matrix = examples, matrix.astype(np.float32, copy=False)
+        selector._texts = [selector.text_of(example) for example in examples]
+        return selector
+
+
+def _tuple(value: Any) -> tuple[str, ...] | None:
+    return tuple(value) if value else None
+
+
+class SelectorDemos:
+    """A `DemoSource` for evaluation: an `ExampleSelector` over a task's pool (never showing an input itself)."""
+
+    def __init__(self, task: Task, pool: Sequence[Example], selector: ExampleSelector) -> None:
+        self.task, self.selector = task, selector
+        self._by_id = {example.id: example for example in pool}
+        selector.fit([example_record(task, example) for example in pool])
+
+    def demos_for(self, example: Example) -> list[Example]:
+        chosen = self.selector.select(example.inputs, exclude_id=example.id)
+        return [self._by_id[record["id"]] for record in chosen]
+
+
+def example_record(task: Task, example: Example) -> dict[str, Any]:
+    """A task example as the flat dict an `ExampleSelector` holds: id, input fields, output field."""
+    return {"id": example.id, **example.inputs, task.output: example.gold}
+
+
+def demo_source(task: Task, pool: Sequence[Example], k: int, strategy: str = "random", *, seed: int = 0,
+                embedder: Embedder | str = "tfidf", **options: Any) -> DemoSource:
+    """The demo source for `k` demos by `strategy` (random, knn, mmr, label_quota) from `pool`."""
+    if k == 0:
+        return NoDemos()
+    if strategy == "random":
+        return RandomDemos(pool, k, seed)
+    label_key = task.output if task.output_type == "label" else None
+    selector = ExampleSelector(embedder, k, input_keys=task.inputs, strategy=strategy,
+                               label_key=options.pop("label_key", label_key), **options)
+    _check_k(k, len(pool))
+    return SelectorDemos(task, pool, selector)

@@ -1,0 +1,39 @@
+"""The real embedders: MiniLM from its PyPI package (offline), and LiteLLM's embedding call against
+llama-cpp-python's OpenAI-compatible server in embedding mode on 127.0.0.1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optimizer.embed import CachedEmbedder, LiteLLMEmbedder, MiniLMEmbedder, make_embedder
+from optimizer.select import ExampleSelector
+
+TEXTS = ["my card never arrived", "the card I ordered has not come yet", "I want my money back for this order"]
+
+
+def test_minilm_embeds_meaning_offline(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    vectors = MiniLMEmbedder().embed(TEXTS)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_minilm_selector_uses_the_cache(cache) -> None:
+    embedder = make_embedder("minilm", cache=cache)
+    assert isinstance(embedder, CachedEmbedder)
+    pool = [{"id": i, "text": t} for i, t in enumerate(TEXTS)]
+    ExampleSelector(embedder, 1, input_keys=["text"]).fit(pool)
+    second = make_embedder("minilm", cache=cache)
+    chosen = ExampleSelector(second, 1, input_keys=["text"]).fit(pool).select({"text": "where is my card"})
+    assert second.hits == 3 and second.misses == 1 and chosen[0]["id"] in (0, 1)
+
+
+def test_litellm_embedder_against_local_server(llama_server, cache) -> None:
+    base = llama_server("smollm2-embed", "--embedding", "true")
+    embedder = CachedEmbedder(LiteLLMEmbedder("smollm2-embed", api_base=base, batch_size=2), cache)
+    vectors = embedder.embed(TEXTS)
+    assert vectors.shape[0] == 3 and vectors.shape[1] > 100 and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    again = embedder.embed(TEXTS)
+    assert np.array_equal(vectors, again) and embedder.misses == 3 and embedder.hits == 3

@@ -1,0 +1,118 @@
+"""Evaluation on a scripted model, and the CLI's handling of bad input (exit 2, one line, no traceback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SPEC, last_user_text, write_task
+from optimizer.evaluate import evaluate
+from optimizer.select import RandomDemos
+from optimizer.task import load_task
+
+
+def judge(request) -> str:
+    text = last_user_text(request)
+    if "item 9" in text:
+        return "maybe"
+    return "Sure! The answer is yes." if "good" in text else "no"
+
+
+def test_evaluate_scores_and_classifies_failures(tmp_path: Path, scripted_lm) -> None:
+    task = load_task(write_task(tmp_path / "t"))
+    result = evaluate(task, task.instruction, scripted_lm(judge), task.split("test"))
+    assert [row.id for row in result.rows] == ["r6", "r7", "r8", "r9"]
+    assert [row.score for row in result.rows] == [1.0, 1.0, 1.0, 0.0]
+    assert result.score == 0.75
+    assert result.failures[0].error_kind == "label_outside_set"
+    assert result.rows[1].prediction == "yes"
+
+
+def test_wrong_but_well_formed_is_a_content_error(tmp_path: Path, scripted_lm) -> None:
+    task = load_task(write_task(tmp_path / "t"))
+    result = evaluate(task, task.instruction, scripted_lm(lambda r: "no"), task.split("test"))
+    assert {row.error_kind for row in result.failures} == {"content"}
+
+
+def test_random_demos_are_seeded_and_exclude_the_query(tmp_path: Path) -> None:
+    task = load_task(write_task(tmp_path / "t"))
+    pool = task.split("train")
+    picks = [d.id for d in RandomDemos(pool, 3, seed=1).demos_for(pool[0])]
+    assert picks == [d.id for d in RandomDemos(pool, 3, seed=1).demos_for(pool[0])]
+    assert pool[0].id not in picks and len(picks) == 3
+
+
+def test_budget_stop_keeps_finished_rows(tmp_path: Path, scripted_lm) -> None:
+    task = load_task(write_task(tmp_path / "t"))
+    result = evaluate(task, task.instruction, scripted_lm(judge, budget=2), task.split("test"))
+    assert len(result.rows) == 2 and not result.complete and "budget" in result.stopped
+
+
+def _one_line_error(code: int, err: str, expected: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and expected in lines[0], err
+
+
+ROW = '{"id": "%s", "text": "x", "label": "yes"}\n'
+BAD_INPUTS = [
+    ("malformed line", SPEC, {"train.jsonl": ROW % "a" + '{"id": "b", "text": \n', "test.jsonl": ROW % "c"},
+     "train.jsonl:2: broken JSON line"),
+    ("missing field", SPEC, {"train.jsonl": ROW % "a", "test.jsonl": '{"id": "c", "label": "yes"}\n'},
+     "test.jsonl:1: record has no field 'text'"),
+    ("unknown metric", {**SPEC, "metric": "rouge"}, None, "unknown metric 'rouge'"),
+    ("empty split", SPEC, {"train.jsonl": ROW % "a", "test.jsonl": "\n"}, "split 'test' is empty"),
+    ("labels mismatch", {**SPEC, "labels": ["no", "maybe"]}, None, "label 'yes' is not in the task's labels"),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "files", "expected"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_cli_bad_task_input(run_cli, tmp_path: Path, case, spec, files, expected) -> None:
+    root = write_task(tmp_path / "t", spec, files)
+    _one_line_error(*run_cli("eval", str(root))[::2], expected)
+
+
+def test_cli_unreadable_file(run_cli, tmp_path: Path) -> None:
+    root = write_task(tmp_path / "t")
+    (root / "test.jsonl").unlink()
+    (root / "test.jsonl").mkdir()
+    _one_line_error(*run_cli("eval", str(root))[::2], "test.jsonl: cannot read data file")
+
+
+def test_cli_unknown_model(run_cli, tmp_path: Path) -> None:
+    root = write_task(tmp_path / "t")
+    _one_line_error(*run_cli("eval", str(root), "--model", "local/nope")[::2], "unknown local model 'local/nope'")
+    _one_line_error(*run_cli("eval", str(root), "--model", "nosuch/model")[::2], "unknown model 'nosuch/model'")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--limit", "0"], "Invalid value for '--limit'"),
+        (["--k", "-1"], "Invalid value for '--k'"),
+        (["--k", "99"], "k=99 is larger than the demo pool"),
+        (["--threads", "zero"], "Invalid value for '--threads'"),
+        (["--split", "dev"], "has no split 'dev'"),
+        (["--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_cli_bad_options(run_cli, tmp_path: Path, args: list[str], expected: str) -> None:
+    root = write_task(tmp_path / "t")
+    _one_line_error(*run_cli("eval", str(root), *args)[::2], expected)
+
+
+def test_cli_missing_task(run_cli) -> None:
+    _one_line_error(*run_cli("eval", "no_such_task")[::2], "no such task folder or built-in task")
+
+
+def test_cli_tasks_and_cache(run_cli) -> None:
+    code, out, _ = run_cli("tasks", "--json")
+    names = {row["name"] for row in json.loads(out)}
+    assert code == 0 and {"support_intent", "order_extract", "fictional_facts"} <= names
+    code, out, _ = run_cli("cache", "stats", "--json")
+    assert code == 0 and json.loads(out)["entries"] == {}
+    code, out, _ = run_cli("cache", "clear", "--json")
+    assert code == 0 and json.loads(out) == {"deleted": 0}

@@ -1,0 +1,180 @@
+"""The LM front: cache first, retries with backoff, a hard budget, accounting, concurrency; secrets stay out."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from conftest import last_user_text
+from optimizer.errors import BudgetExhausted, ConfigError, LMCallError, ModelError
+from optimizer.lm import LM, Budget, LMRequest
+from optimizer.retry import RetryPolicy, is_retryable
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, retry_after: str | None = None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+        self.response = type("R", (), {"headers": {"retry-after": retry_after} if retry_after else {}})()
+
+
+def ask(text: str, **kw) -> LMRequest:
+    return LMRequest(messages=({"role": "user", "content": text},), **kw)
+
+
+def test_cache_hit_makes_no_call(scripted_lm) -> None:
+    lm = scripted_lm(lambda r: last_user_text(r).upper())
+    assert lm(ask("hi")).text == "HI"
+    again = lm(ask("hi"))
+    assert again.text == "HI" and again.cached
+    assert lm.backend.calls == 1
+    assert (lm.usage.calls, lm.usage.cache_hits) == (1, 1)
+
+
+def test_every_sampling_parameter_is_in_the_key(scripted_lm) -> None:
+    lm = scripted_lm(lambda r: "x")
+    base = ask("hi")
+    variants = [ask("hi", temperature=0.5), ask("hi", max_tokens=7), ask("hi", stop=("\n",)), ask("hi", seed=3),
+                ask("hi", extra={"top_p": 0.9}), ask("hello")]
+    keys = {lm.key(r) for r in [base, *variants]}
+    assert len(keys) == 1 + len(variants)
+    other_base = LM("openai/x", api_base="http://127.0.0.1:9/v1", cache=lm.cache, backend=lm.backend)
+    assert other_base.key(base) != lm.key(base)
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_retries_transient_errors_then_succeeds(scripted_lm, status: int) -> None:
+    failures = iter([HTTPError(status), HTTPError(status)])
+
+    def reply(request):
+        error = next(failures, None)
+        if error:
+            raise error
+        return "ok"
+
+    lm = scripted_lm(reply)
+    assert lm(ask("x")).text == "ok"
+    assert lm.usage.retries == 2 and lm.usage.calls == 1
+
+
+def test_timeouts_are_retried(scripted_lm) -> None:
+    attempts = itertools.count()
+
+    def reply(request):
+        if next(attempts) < 1:
+            raise TimeoutError("slow")
+        return "ok"
+
+    assert scripted_lm(reply)(ask("x")).text == "ok"
+
+
+def test_gives_up_cleanly_after_max_retries(scripted_lm) -> None:
+    def reply(request):
+        raise HTTPError(503)
+
+    lm = scripted_lm(reply, retry=RetryPolicy(max_retries=3, base_s=0.001))
+    with pytest.raises(LMCallError, match="after 4 attempts"):
+        lm(ask("x"))
+    assert lm.backend.calls == 4
+
+
+@pytest.mark.parametrize(("status", "error"), [(400, LMCallError), (401, ConfigError), (404, ModelError)])
+def test_client_errors_are_not_retried(scripted_lm, status: int, error: type) -> None:
+    def reply(request):
+        raise HTTPError(status)
+
+    lm = scripted_lm(reply)
+    with pytest.raises(error):
+        lm(ask("x"))
+    assert lm.backend.calls == 1
+
+
+def test_retry_after_is_honoured(scripted_lm, monkeypatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("optimizer.retry.time.sleep", slept.append)
+    failures = iter([HTTPError(429, retry_after="2")])
+
+    def reply(request):
+        error = next(failures, None)
+        if error:
+            raise error
+        return "ok"
+
+    scripted_lm(reply)(ask("x"))
+    assert slept == [2.0]
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(base_s=1.0, cap_s=5.0)
+    for attempt in range(10):
+        delay = policy.delay(attempt, Exception())
+        assert 0 <= delay <= min(5.0, 2**attempt)
+
+
+def test_budget_is_never_exceeded_and_cache_hits_are_free(scripted_lm) -> None:
+    lm = scripted_lm(lambda r: "x", budget=3)
+    for i in range(3):
+        lm(ask(str(i)))
+    lm(ask("0"))  # a cache hit costs nothing
+    with pytest.raises(BudgetExhausted):
+        lm(ask("new"))
+    assert lm.backend.calls == 3 and lm.budget.remaining == 0
+
+
+def test_dollar_budget(scripted_lm, cache) -> None:
+    lm = scripted_lm(lambda r: "x")
+    lm.budget = Budget(max_dollars=0.0025)
+    lm(ask("a")), lm(ask("b")), lm(ask("c"))
+    with pytest.raises(BudgetExhausted, match=r"\$0\.00"):
+        lm(ask("d"))
+
+
+def test_map_runs_concurrently_and_keeps_order(scripted_lm) -> None:
+    lm = scripted_lm(lambda r: last_user_text(r) * 2, concurrency=8)
+    seen = []
+    results = lm.map([ask(str(i)) for i in range(50)], on_result=lambda i, r: seen.append(i))
+    assert [r.text for r in results] == [str(i) * 2 for i in range(50)]
+    assert sorted(seen) == list(range(50))
+
+
+def test_map_stops_at_the_budget_and_keeps_what_finished(scripted_lm) -> None:
+    lm = scripted_lm(lambda r: "x", budget=5, concurrency=2)
+    with pytest.raises(BudgetExhausted):
+        lm.map([ask(str(i)) for i in range(20)])
+    assert lm.backend.calls == 5
+    assert len(lm.cache.keys("lm")) == 5
+
+
+def test_unknown_models_are_refused() -> None:
+    with pytest.raises(ModelError, match="unknown local model 'local/nope'"):
+        LM("local/nope").mode
+    with pytest.raises(ModelError, match="unknown model"):
+        LM("nosuchprovider/some-model")
+
+
+def test_api_key_never_reaches_the_cache(scripted_lm, monkeypatch) -> None:
+    sentinel = "sk-SENTINEL-1234567890"
+    monkeypatch.setenv("OPENAI_API_KEY", sentinel)
+    lm = scripted_lm(lambda r: "fine")
+    lm(ask("hello"))
+    assert sentinel.encode() not in lm.cache.path.read_bytes()
+    assert sentinel not in json.dumps(lm.identity())
+
+
+def test_error_messages_redact_keys(scripted_lm, monkeypatch) -> None:
+    sentinel = "sk-SENTINEL-abcdefghij"
+    monkeypatch.setenv("MY_PROVIDER_API_KEY", sentinel)
+
+    def reply(request):
+        raise ValueError(f"bad request with key {sentinel}")
+
+    with pytest.raises(LMCallError) as info:
+        scripted_lm(reply)(ask("x"))
+    assert sentinel not in str(info.value) and "***" in str(info.value)
+
+
+def test_retryable_classification() -> None:
+    assert is_retryable(TimeoutError()) and is_retryable(HTTPError(429)) and is_retryable(HTTPError(503))
+    assert not is_retryable(HTTPError(400)) and not is_retryable(ValueError())

@@ -1,0 +1,142 @@
+"""Rendering prompts, parsing outputs, and every metric's edge cases."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import SPEC, write_task
+from optimizer.metrics import exact_match, get_metric, json_match, label_match, run_sql, sql_exec, token_f1
+from optimizer.prompt import build_request, parse_output, render_completion, render_messages
+from optimizer.task import Example, Task, load_task
+
+LABELS = Task("t", "d", ("text",), "label", "label", "label_match", "Classify.", labels=("card_lost", "refund", "other"))
+JSON = Task("j", "d", ("text",), "output", "json", "json_match", "Extract.", output_schema={"a": "string", "b": "integer"})
+SQL = Task("s", "d", ("question", "schema"), "sql", "sql", "sql_exec", "Write SQL.")
+
+
+def demo(i: int, label: str) -> Example:
+    return Example(id=f"d{i}", inputs={"text": f"demo {i}"}, gold=label)
+
+
+def test_chat_rendering_puts_demos_as_turns() -> None:
+    messages = render_messages(LABELS, "Classify.", [demo(1, "refund")], {"text": "hi"})
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1]["content"] == "Text: demo 1" and messages[2]["content"] == "refund"
+    assert messages[-1]["content"] == "Text: hi"
+
+
+def test_completion_rendering_ends_with_the_open_field() -> None:
+    text = render_completion(LABELS, "Classify.", [demo(1, "refund")], {"text": "hi"})
+    assert text == "Classify.\n\nText: demo 1\nLabel: refund\n\nText: hi\nLabel:"
+    request = build_request(LABELS, "Classify.", [], {"text": "hi"}, "completion")
+    assert request.prompt and request.messages is None and "\n\n" in request.stop
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "form_error"),
+    [
+        ("refund", "refund", None),
+        ("  Refund. ", "refund", None),
+        ("Label: card lost", "card_lost", None),
+        ("The answer is card_lost because the card is gone.", "card_lost", "extra_text"),
+        ("I think it is a refund, not other", "refund", "extra_text"),
+        ("banana", "banana", "label_outside_set"),
+        ("", None, "empty"),
+        ("```\nrefund\n```", "refund", None),
+    ],
+)
+def test_label_parsing(text: str, value, form_error) -> None:
+    parsed = parse_output(LABELS, text)
+    assert (parsed.value, parsed.form_error) == (value, form_error)
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "form_error"),
+    [
+        ('{"a": "x", "b": 2}', {"a": "x", "b": 2}, None),
+        ('Here: {"a": "x", "b": 2} done', {"a": "x", "b": 2}, "extra_text"),
+        ('```json\n{"a": "x", "b": 2}\n```', {"a": "x", "b": 2}, None),
+        ('{"a": "x"}', {"a": "x"}, "missing_keys"),
+        ('{"a": "x", ', None, "invalid_json"),
+        ("no json here", None, "invalid_json"),
+    ],
+)
+def test_json_parsing(text: str, value, form_error) -> None:
+    parsed = parse_output(JSON, text)
+    assert (parsed.value, parsed.form_error) == (value, form_error)
+
+
+def test_sql_parsing_strips_prose() -> None:
+    assert parse_output(SQL, "SQL: SELECT a FROM t;").value == "SELECT a FROM t"
+    assert parse_output(SQL, "Sure! select a from t").form_error == "extra_text"
+    assert parse_output(SQL, "I cannot").form_error == "sql_error"
+
+
+def test_text_metrics() -> None:
+    assert label_match("Card Lost", "card_lost") == 1.0 and label_match(None, "x") == 0.0
+    assert exact_match("The Paris.", "paris") == 1.0 and exact_match("Lyon", "Paris") == 0.0
+    assert token_f1("Ostra Kell", "Ostra Kell") == 1.0
+    assert token_f1("it was Ostra", "Ostra Kell") == pytest.approx(0.4)
+    assert token_f1("nothing", "Ostra Kell") == 0.0
+
+
+def test_json_match_scores_keys() -> None:
+    gold = {"a": "Red", "b": 2, "c": None, "d": True}
+    assert json_match({"a": "red", "b": 2.0, "c": None, "d": True}, gold) == 1.0
+    assert json_match({"a": "red", "b": "3", "d": "true"}, gold) == 0.25
+    assert json_match("not a dict", gold) == 0.0
+
+
+SCHEMA = "CREATE TABLE t (name TEXT, n INTEGER); INSERT INTO t VALUES ('a', 1), ('b', 2);"
+
+
+def sql_example(schema: str = SCHEMA) -> Example:
+    return Example(id="q", inputs={"question": "?", "schema": schema}, gold="")
+
+
+def test_sql_exec_compares_results() -> None:
+    example = sql_example()
+    assert sql_exec("SELECT n FROM t WHERE name = 'b'", "SELECT n FROM t WHERE n > 1", example) == 1.0
+    assert sql_exec("SELECT n FROM t", "SELECT n FROM t WHERE n > 1", example) == 0.0
+    assert sql_exec("SELEC nonsense", "SELECT n FROM t", example) == 0.0
+
+
+def test_sql_exec_on_empty_tables_needs_matching_text() -> None:
+    example = sql_example("CREATE TABLE t (name TEXT, n INTEGER);")
+    assert sql_exec("select n from t where name = 'x'", 'SELECT n FROM t WHERE name = "x"', example) == 1.0
+    assert sql_exec("SELECT name FROM t", "SELECT n FROM t", example) == 0.0
+
+
+def test_sql_is_read_only_and_time_limited(tmp_path: Path) -> None:
+    for query in (
+        f"ATTACH DATABASE '{tmp_path / 'x.db'}' AS x",
+        "DELETE FROM t",
+        "INSERT INTO t VALUES ('c', 3)",
+        "PRAGMA table_info(t)",
+        "DROP TABLE t",
+    ):
+        with pytest.raises(sqlite3.Error):
+            run_sql(SCHEMA, query)
+    assert not (tmp_path / "x.db").exists()
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        run_sql(SCHEMA, slow, time_limit_s=0.2)
+
+
+def test_custom_metric_from_the_task_folder(tmp_path: Path) -> None:
+    root = write_task(tmp_path / "t", {**SPEC, "metric": "my_metric:first_letter"})
+    (root / "my_metric.py").write_text("def first_letter(pred, gold, example):\n    return float(str(pred)[:1] == gold[:1])\n")
+    metric = get_metric(load_task(root))
+    assert metric("yes", "yes", None) == 1.0 and metric("no", "yes", None) == 0.0
+
+
+def test_custom_metric_out_of_range_is_an_error(tmp_path: Path) -> None:
+    root = write_task(tmp_path / "t", {**SPEC, "metric": "bad_metric:score"})
+    (root / "bad_metric.py").write_text("def score(pred, gold, example):\n    return 7\n")
+    from optimizer.errors import TaskError
+
+    with pytest.raises(TaskError, match=r"returned 7; a score must be a number in \[0, 1\]"):
+        get_metric(load_task(root))("a", "b", None)

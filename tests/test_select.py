@@ -1,0 +1,231 @@
+"""ExampleSelector: exact top-k, MMR, label quota, persistence without re-embedding, adapters, clear errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optimizer.embed import CachedEmbedder, TfidfEmbedder, normalize_rows
+from optimizer.errors import ConfigError
+from optimizer.select import ExampleSelector
+
+
+class VectorEmbedder:
+    """Embeds 'v:<i>' to a fixed random unit vector and anything else by hashing; counts how many texts it saw."""
+
+    id = "test-vectors"
+
+    def __init__(self, dim: int = 16, seed: int = 0) -> None:
+        self.dim, self.seed, self.seen = dim, seed, 0
+
+    def embed(self, texts):
+        self.seen += len(texts)
+        rows = [np.random.default_rng([self.seed, abs(hash(t)) % 2**31]).normal(size=self.dim) for t in texts]
+        return normalize_rows(np.array(rows) if rows else np.zeros((0, self.dim)))
+
+    def spec(self):
+        return {"kind": "test"}
+
+
+def pool(n: int = 200, labels: int = 5) -> list[dict]:
+    return [{"id": i, "text": f"example number {i}", "label": f"L{i % labels}"} for i in range(n)]
+
+
+def brute_force(selector: ExampleSelector, text: str, k: int) -> list[int]:
+    query = selector.embedder.embed([selector.text_of({"text": text})])[0]
+    return [int(i) for i in np.argsort(-(selector.matrix @ query), kind="stable")[:k]]
+
+
+@pytest.mark.parametrize("k", [1, 4, 8, 25])
+def test_knn_equals_brute_force(k: int) -> None:
+    selector = ExampleSelector(VectorEmbedder(), k, input_keys=["text"], dedupe=None).fit(pool())
+    for query in ("a question", "another one", "example number 3x"):
+        chosen = selector.select_scored({"text": query})
+        assert [c.example["id"] for c in chosen][::-1] == brute_force(selector, query, k)
+        sims = [c.similarity for c in chosen]
+        assert sims == sorted(sims)  # most similar last
+
+
+def test_order_similar_first() -> None:
+    selector = ExampleSelector(VectorEmbedder(), 5, input_keys=["text"], order="similar_first").fit(pool())
+    sims = [c.similarity for c in selector.select_scored({"text": "q"})]
+    assert sims == sorted(sims, reverse=True)
+
+
+def test_batch_equals_single() -> None:
+    selector = ExampleSelector(VectorEmbedder(), 4, input_keys=["text"]).fit(pool())
+    queries = [{"text": f"q{i}"} for i in range(10)]
+    batch = selector.select_batch(queries)
+    assert [[c.example["id"] for c in row] for row in batch] == [
+        [c.example["id"] for c in selector.select_scored(q)] for q in queries
+    ]
+
+
+def test_exclude_keeps_the_query_out() -> None:
+    examples = pool(50)
+    selector = ExampleSelector("tfidf", 3, input_keys=["text"]).fit(examples)
+    assert 7 in [e["id"] for e in selector.select({"text": "example number 7"})]
+    assert 7 not in [e["id"] for e in selector.select({"text": "example number 7"}, exclude_id=7)]
+
+
+def test_dedupe_skips_near_identical_examples() -> None:
+    examples = [{"id": i, "text": "the very same text", "label": "a"} for i in range(5)]
+    examples += [{"id": 10 + i, "text": f"different thing {i}", "label": "b"} for i in range(5)]
+    deduped = ExampleSelector("tfidf", 3, input_keys=["text"]).fit(examples).select({"text": "the very same text"})
+    plain = ExampleSelector("tfidf", 3, input_keys=["text"], dedupe=None).fit(examples).select(
+        {"text": "the very same text"})
+    assert sum(e["text"] == "the very same text" for e in plain) == 3
+    assert sum(e["text"] == "the very same text" for e in deduped) == 1
+
+
+def test_mmr_trades_relevance_for_diversity() -> None:
+    cluster = [{"id": i, "text": f"refund my order {i}", "label": "refund"} for i in range(6)]
+    others = [{"id": 100 + i, "text": f"{word} order refund", "label": word} for i, word in
+              enumerate(["cancel", "track", "change"])]
+    examples = cluster + others
+    knn = ExampleSelector("tfidf", 4, input_keys=["text"], dedupe=None).fit(examples)
+    mmr = ExampleSelector("tfidf", 4, input_keys=["text"], strategy="mmr", mmr_lambda=0.3, dedupe=None).fit(examples)
+    pure_relevance = ExampleSelector("tfidf", 4, input_keys=["text"], strategy="mmr", mmr_lambda=1.0,
+                                     dedupe=None).fit(examples)
+    query = {"text": "refund my order please"}
+    assert [e["id"] for e in pure_relevance.select(query)] == [e["id"] for e in knn.select(query)]
+    labels_knn = {e["label"] for e in knn.select(query)}
+    labels_mmr = {e["label"] for e in mmr.select(query)}
+    assert len(labels_mmr) > len(labels_knn)
+
+
+def test_mmr_greedy_matches_the_formula() -> None:
+    selector = ExampleSelector(VectorEmbedder(), 4, input_keys=["text"], strategy="mmr", mmr_lambda=0.6,
+                               dedupe=None, fetch_k=30).fit(pool(60))
+    q = selector.embedder.embed([selector.text_of({"text": "q"})])[0]
+    sims = selector.matrix @ q
+    candidates = list(np.argsort(-sims)[:30])
+    chosen: list[int] = []
+    while len(chosen) < 4:
+        best = max(candidates, key=lambda i: 0.6 * sims[i] - 0.4 * max(
+            (float(selector.matrix[i] @ selector.matrix[j]) for j in chosen), default=0.0))
+        chosen.append(best)
+        candidates.remove(best)
+    assert {e["id"] for e in selector.select({"text": "q"})} == set(map(int, chosen))
+
+
+def test_label_quota_balances_labels() -> None:
+    examples = [{"id": i, "text": f"positive great movie {i}", "label": "pos"} for i in range(20)]
+    examples += [{"id": 100 + i, "text": f"bad film {i}", "label": "neg"} for i in range(20)]
+    quota = ExampleSelector("tfidf", 8, input_keys=["text"], strategy="label_quota", label_key="label").fit(examples)
+    chosen = quota.select({"text": "great positive movie"})
+    assert Counter(e["label"] for e in chosen) == {"pos": 4, "neg": 4}
+    many = ExampleSelector(VectorEmbedder(), 5, input_keys=["text"], strategy="label_quota",
+                           label_key="label").fit(pool(200, labels=20))
+    assert len({e["label"] for e in many.select({"text": "q"})}) == 5  # one each of the 5 closest labels
+
+
+def test_save_and_load_round_trip_without_reembedding(tmp_path: Path) -> None:
+    embedder = VectorEmbedder()
+    selector = ExampleSelector(embedder, 4, input_keys=["text"], strategy="mmr").fit(pool())
+    assert embedder.seen == 200
+    selector.save(tmp_path / "sel")
+    counting = VectorEmbedder()
+    loaded = ExampleSelector.load(tmp_path / "sel", embedder=counting)
+    assert loaded.config == selector.config and loaded.examples == selector.examples
+    assert loaded.matrix.dtype == np.float32 and np.array_equal(loaded.matrix, selector.matrix)
+    assert loaded.select({"text": "q"}) == selector.select({"text": "q"})
+    assert counting.seen == 1  # only the query was embedded
+
+
+def test_tfidf_selector_reloads_with_its_idf(tmp_path: Path) -> None:
+    selector = ExampleSelector("tfidf", 3, input_keys=["text"]).fit(pool(40))
+    selector.save(tmp_path / "sel")
+    loaded = ExampleSelector.load(tmp_path / "sel", k=2)
+    assert loaded.embedder.id == selector.embedder.id
+    assert loaded.select({"text": "example number 12"}) == selector.select({"text": "example number 12"})[-2:]
+
+
+def test_cached_embedder_embeds_each_text_once(cache) -> None:
+    inner = VectorEmbedder()
+    cached = CachedEmbedder(inner, cache)
+    first = cached.embed(["a", "b", "a"])
+    again = CachedEmbedder(VectorEmbedder(), cache).embed(["b", "a"])
+    assert inner.seen == 2 and np.array_equal(first[[1, 0]], again)
+    assert first.dtype == np.float32
+
+
+def test_tfidf_embedder_is_normalised_and_similar_texts_are_close() -> None:
+    embedder = TfidfEmbedder().fit(["my card is lost", "refund my order", "where is my card"])
+    vectors = embedder.embed(["my card is lost", "I lost my card", "refund please"])
+    assert vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_hnsw_index_agrees_with_exact_search() -> None:
+    examples = pool(2000)
+    exact = ExampleSelector(VectorEmbedder(dim=32), 8, input_keys=["text"], dedupe=None).fit(examples)
+    ann = ExampleSelector(VectorEmbedder(dim=32), 8, input_keys=["text"], dedupe=None, index="hnsw").fit(examples)
+    overlap = [len({e["id"] for e in exact.select({"text": f"q{i}"})} & {e["id"] for e in ann.select({"text": f"q{i}"})})
+               for i in range(20)]
+    assert np.mean(overlap) >= 7.0
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ExampleSelector("tfidf", 2, input_keys=["text"]).fit([]).select({"text": "x"}), "pool is empty"),
+        (lambda: ExampleSelector("tfidf", 9, input_keys=["text"]).fit(pool(5)).select({"text": "x"}),
+         "k=9 is larger than the demo pool (5 examples)"),
+        (lambda: ExampleSelector("tfidf", 2, strategy="nearest"), "unknown selection strategy 'nearest'"),
+        (lambda: ExampleSelector("tfidf", 2, strategy="label_quota"), "needs label_key"),
+        (lambda: ExampleSelector("tfidf", 2, mmr_lambda=2.0), "mmr_lambda must be in [0, 1]"),
+        (lambda: ExampleSelector("tfidf", 2, input_keys=["text"]).fit(pool(5)).select({"question": "x"}),
+         "lacks input field(s) 'text'"),
+    ],
+)
+def test_clear_errors(build, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert message in str(info.value)
+
+
+def test_langchain_adapter_satisfies_the_interface() -> None:
+    from langchain_core.example_selectors import BaseExampleSelector
+    from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate
+
+    from optimizer.interop.langchain import LangChainExampleSelector
+
+    adapter = LangChainExampleSelector(ExampleSelector("tfidf", 2, input_keys=["text"]).fit(
+        [{"text": "my card is lost", "label": "card_lost"}, {"text": "refund my order", "label": "refund"},
+         {"text": "card stolen yesterday", "label": "card_lost"}]))
+    assert isinstance(adapter, BaseExampleSelector)
+    adapter.add_example({"text": "I want my money back", "label": "refund"})
+    prompt = FewShotPromptTemplate(
+        example_selector=adapter, example_prompt=PromptTemplate.from_template("{text} -> {label}"),
+        suffix="{text} ->", input_variables=["text"])
+    rendered = prompt.format(text="money back for my order")
+    assert "refund" in rendered and rendered.endswith("money back for my order ->")
+
+
+def test_dspy_module_selects_per_call_and_survives_save_load(tmp_path: Path) -> None:
+    import dspy
+    from dspy.utils import DummyLM
+
+    from optimizer.interop.dspy import SimilarDemos
+
+    examples = [{"id": i, "text": t, "label": l} for i, (t, l) in enumerate(
+        [("my card is lost", "card_lost"), ("refund my order", "refund"), ("card stolen", "card_lost"),
+         ("money back please", "refund")])]
+    selector = ExampleSelector("tfidf", 2, input_keys=["text"]).fit(examples)
+    program = SimilarDemos("text -> label", selector)
+    demos = program.demos({"text": "refund my money please"})
+    assert {d.label for d in demos} == {"refund"} and "id" not in demos[0]
+    lm = DummyLM([{"label": "refund"}] * 3)
+    with dspy.context(lm=lm):
+        assert program(text="refund my money please").label == "refund"
+    program.save(tmp_path / "prog")
+    loaded = SimilarDemos("text -> label", ExampleSelector("tfidf", 1)).load(tmp_path / "prog")
+    assert loaded.selector.examples == selector.examples and loaded.selector.config.k == 2
+    assert [d.toDict() for d in loaded.demos({"text": "lost card"})] == [d.toDict() for d in
+                                                                        program.demos({"text": "lost card"})]
+    assert json.loads((tmp_path / "prog" / "program.json").read_text())
