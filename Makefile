@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
+# llama-cpp-python compiles llama.cpp: build it for any x86-64 with AVX2. A native build uses AMX tiles where the CPU
+# has them, and decoding then crashes with SIGSEGV on these virtual machines (seen on Xeon hosts with amx_int8).
+export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install browser demo test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +22,11 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Headless Chromium for the report tests (Debian's package; the tests drive it with playwright, no browser download).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 demo: install
 	$(BIN)/formfit eval support_intent --limit 40 --k 4

@@ -22,6 +22,9 @@ from optimizer.lm import DEFAULT_MODEL, LM, LOCAL_MODELS, Budget
 from optimizer.data import SUFFIXES, read_records
 from optimizer.embed import EMBEDDERS, make_embedder
 from optimizer.errors import ConfigError
+from optimizer.program import load_program
+from optimizer.run import RunFolder
+from optimizer.search import SearchConfig, optimize
 from optimizer.select import STRATEGIES, ExampleSelector, demo_source, example_record
 from optimizer.task import BUILTIN_DIR, load_task
 
@@ -57,8 +60,9 @@ def embedder_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def make_lm(model: str, api_base: str | None, threads: int | None, concurrency: int | None, timeout: float,
-            budget: int | None, max_dollars: float | None, cache_dir: str | None) -> LM:
-    return LM(model, api_base=api_base, cache=Cache(cache_dir), budget=Budget(budget, max_dollars),
+            budget: int | None, max_dollars: float | None, cache_dir: str | None, charge_cache_hits: bool = False) -> LM:
+    return LM(model, api_base=api_base, cache=Cache(cache_dir),
+              budget=Budget(budget, max_dollars, charge_cache_hits=charge_cache_hits),
               threads=threads, concurrency=concurrency, timeout=timeout)
 
 
@@ -153,6 +157,100 @@ def _short(value: Any, width: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command("optimize")
+@click.argument("task_ref", metavar="TASK")
+@lm_options
+@click.option("--proposer-model", default=None, help="A model that critiques failures and rewrites the instruction.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--dev-size", type=click.IntRange(min=1), default=100, show_default=True)
+@embedder_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run folder [default: runs/TASK-MODEL-sSEED-bBUDGET].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (completed LM calls are not repeated).")
+@click.option("--test/--no-test", "run_test", default=True, show_default=True,
+              help="Score baseline and optimized prompt on the test split (outside the budget).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
+def optimize_command(task_ref: str, proposer_model: str | None, seed: int, rounds: int, dev_size: int,
+                     embedder: str, out_dir: str | None, resume: bool, run_test: bool, as_json: bool,
+                     **lm_args: Any) -> None:
+    """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
+    task = load_task(task_ref)
+    run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
+                         {"task": str(task.root), "model": lm_args["model"], "api_base": lm_args["api_base"],
+                          "proposer_model": proposer_model, "seed": seed, "budget": lm_args["budget"],
+                          "rounds": rounds, "dev_size": dev_size, "embedder": embedder})
+    lm = make_lm(**{**lm_args, "charge_cache_hits": True})
+    unlimited = lm.with_budget(Budget())
+    proposer = make_lm(**{**lm_args, "model": proposer_model, "charge_cache_hits": True}) if proposer_model else None
+    if proposer is not None:
+        proposer.budget = lm.budget  # one budget for the task model and the proposer
+    config = SearchConfig(rounds=rounds, dev_size=dev_size, embedder=embedder)
+    with live_progress(lm_args["budget"]) as update:
+        result = optimize(task, lm, proposer=proposer, config=config, seed=seed, test_lm=unlimited if run_test else None,
+                          on_event=update, checkpoint=run.checkpoint)
+    paths = run.finish(task, result, lm)
+    summary = {"task": task.name, "model": lm.model, "out": str(run.path), "dev": result.dev_scores,
+               "test": result.test_scores, "calls": result.calls, "budget": result.budget,
+               "stopped": result.stopped, "best": result.best.to_dict(), **paths,
+               "usage": {key: lm.usage.to_dict()[key] + unlimited.usage.to_dict()[key]
+                         for key in lm.usage.to_dict()}}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    table = Table("split", "baseline", "optimized", title=f"{task.name}: {result.stopped or 'all rounds done'}")
+    for split, scores in (("dev", result.dev_scores), ("test", result.test_scores)):
+        if scores:
+            table.add_row(split, f"{scores['baseline']:.3f}", f"{scores['best']:.3f}")
+    out.print(table)
+    out.print(f"calls charged {result.calls}" + (f" of {result.budget}" if result.budget else "") +
+              f"; program {paths['program']}; report {paths['report_html']}")
+
+
+def default_run_dir(task: str, lm_args: dict[str, Any], seed: int) -> str:
+    model = lm_args["model"].split("/")[-1].replace(".gguf", "")
+    return f"runs/{task}-{model}-s{seed}-b{lm_args['budget'] or 'inf'}"
+
+
+@contextmanager
+def live_progress(budget: int | None) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A live line on a terminal: round, stage, best dev score, calls used of the budget."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task_id = progress.add_task("optimize", total=budget)
+
+        def update(event: dict[str, Any]) -> None:
+            best = f"{event['best_dev']:.3f}" if event["best_dev"] is not None else "-"
+            progress.update(task_id, completed=event["calls"],
+                            description=f"round {event['round']} {event['stage']:<9} best dev {best} calls")
+
+        yield update
+
+
+@cli.command("run")
+@click.argument("program_dir", metavar="PROGRAM", type=click.Path(exists=True))
+@click.argument("text", required=False)
+@click.option("--input", "fields", multiple=True, metavar="KEY=VALUE", help="Input fields (for several inputs).")
+@click.option("--model", default=None, help="Run on another model than the one it was optimized for.")
+@click.option("--api-base", default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR")
+@click.option("--json", "as_json", is_flag=True)
+def run_command(program_dir: str, text: str | None, fields: tuple[str, ...], model: str | None,
+                api_base: str | None, threads: int | None, cache_dir: str | None, as_json: bool) -> None:
+    """Run a saved PROGRAM on TEXT (its first input field) or on --input KEY=VALUE fields."""
+    program = load_program(program_dir, model=model, api_base=api_base, cache=Cache(cache_dir), threads=threads)
+    inputs = dict(field.split("=", 1) for field in fields if "=" in field)
+    if text is not None:
+        inputs.setdefault(program.task.inputs[0], text)
+    prediction = program.predict(**inputs)
+    if as_json:
+        click.echo(json.dumps({"value": prediction.value, "text": prediction.text,
+                               "form_error": prediction.form_error}, ensure_ascii=False))
+    else:
+        click.echo(prediction.value if isinstance(prediction.value, str) else json.dumps(prediction.value))
 
 
 @cli.command("select")

@@ -85,9 +85,10 @@ def evaluate(
     *,
     demos: DemoSource | None = None,
     seed: int = 0,
+    constraint: Mapping[str, Any] | None = None,
     on_progress: Progress | None = None,
 ) -> EvalResult:
-    """Score `instruction` (with demos from `demos`) on `examples`; rows keep the order of `examples`.
+    """Score `instruction` (with demos from `demos`, sampling under `constraint`) on `examples`, in their order.
 
     If the budget runs out, the rows finished so far are returned with `stopped` set; nothing is lost.
     """
@@ -95,7 +96,9 @@ def evaluate(
     source = demos or NoDemos()
     metric = get_metric(task)
     mode = lm.mode
-    requests = [build_request(task, instruction, source.demos_for(ex), ex.inputs, mode, seed) for ex in examples]
+    requests = [
+        build_request(task, instruction, source.demos_for(ex), ex.inputs, mode, seed, constraint) for ex in examples
+    ]
     rows: dict[int, EvalRow] = {}
 
     def done(index: int, response) -> None:

@@ -6,7 +6,9 @@ package, no network), `LiteLLMBackend` reaches every LiteLLM provider and any Op
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import os
 import threading
 import time
@@ -89,22 +91,32 @@ class Usage:
 
 
 class Budget:
-    """A hard cap on real LM calls (and optionally dollars), shared by every thread; cache hits are free."""
+    """A hard cap on LM calls (and optionally dollars), shared by every thread.
 
-    def __init__(self, max_calls: int | None = None, max_dollars: float | None = None) -> None:
+    Each distinct request is charged once. By default only real calls are charged (cache hits are free); with
+    `charge_cache_hits=True` every distinct request a run makes is charged whether or not the cache answers it,
+    so a resumed or warm-cache run spends exactly what the uninterrupted cold run spent and ends identically.
+    """
+
+    def __init__(self, max_calls: int | None = None, max_dollars: float | None = None, *,
+                 charge_cache_hits: bool = False) -> None:
         if max_calls is not None and max_calls < 0 or max_dollars is not None and max_dollars < 0:
             raise ConfigError("budget must not be negative")
-        self.max_calls, self.max_dollars = max_calls, max_dollars
+        self.max_calls, self.max_dollars, self.charge_cache_hits = max_calls, max_dollars, charge_cache_hits
         self.calls, self.dollars = 0, 0.0
+        self._charged: set[str] = set()
         self._lock = threading.Lock()
 
-    def reserve(self) -> None:
-        """Claim one call, or raise BudgetExhausted if none is left."""
+    def reserve(self, key: str) -> None:
+        """Charge request `key` (once), or raise BudgetExhausted if nothing is left."""
         with self._lock:
+            if key in self._charged:
+                return
             if self.max_calls is not None and self.calls >= self.max_calls:
                 raise BudgetExhausted(f"LM-call budget of {self.max_calls} is spent")
             if self.max_dollars is not None and self.dollars >= self.max_dollars:
                 raise BudgetExhausted(f"budget of ${self.max_dollars:.2f} is spent")
+            self._charged.add(key)
             self.calls += 1
 
     def spend(self, dollars: float | None) -> None:
@@ -182,7 +194,7 @@ class LocalBackend:
             "temperature": request.temperature,
             "stop": list(request.stop) or None,
             "seed": request.seed,
-            **request.extra,
+            **_grammar(request.extra),
         }
         start = time.perf_counter()
         with self._lock:
@@ -200,6 +212,19 @@ class LocalBackend:
             cost=0.0,
             latency_s=time.perf_counter() - start,
         )
+
+
+def _grammar(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn the JSON-able constraint parameters of a request (`grammar` as GBNF text, `json_schema`) into
+    llama.cpp's grammar object; other parameters pass through."""
+    from llama_cpp import LlamaGrammar
+
+    params = {key: value for key, value in extra.items() if key not in ("grammar", "json_schema")}
+    if "grammar" in extra:
+        params["grammar"] = LlamaGrammar.from_string(extra["grammar"], verbose=False)
+    if "json_schema" in extra:
+        params["grammar"] = LlamaGrammar.from_json_schema(json.dumps(extra["json_schema"]), verbose=False)
+    return params
 
 
 def _local_model_file(model: str, cache_dir: Path) -> tuple[str, Path]:
@@ -343,6 +368,18 @@ class LM:
             return _local_mode(self.model)
         return self.backend.mode
 
+    def with_budget(self, budget: Budget) -> LM:
+        """The same model, cache and loaded backend under another budget, with its own usage counters."""
+        twin = copy.copy(self)
+        twin._backend = self.backend
+        twin.budget, twin._usage, twin._usage_lock = budget, Usage(), threading.Lock()
+        return twin
+
+    @property
+    def backend_kind(self) -> str:
+        """"local" (llama.cpp in-process) or "litellm"."""
+        return "local" if is_local(self.model) else "litellm"
+
     @property
     def usage(self) -> Usage:
         with self._usage_lock:
@@ -357,11 +394,13 @@ class LM:
 
     def __call__(self, request: LMRequest) -> LMResponse:
         key = self.key(request)
+        if self.budget.charge_cache_hits:
+            self.budget.reserve(key)
         hit = self.cache.get_json(CACHE_NAMESPACE, key)
         if hit is not None:
             self._count(cache_hits=1)
             return LMResponse(**{**hit, "cached": True, "latency_s": 0.0})
-        self.budget.reserve()
+        self.budget.reserve(key)
         response = self._call_with_retries(request)
         self.budget.spend(response.cost)
         self.cache.put_json(

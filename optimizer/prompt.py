@@ -8,10 +8,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .cache import cache_key
 from .lm import LMRequest
 from .task import Example, Task
 
 Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the optimizer searches over: the instruction, how many demos and how they are chosen, and whether the
+    output is constrained (label choice or JSON schema) where the backend supports it."""
+
+    instruction: str
+    k: int = 0
+    strategy: str = "random"
+    constrain: bool = False
+
+    def key(self) -> str:
+        return cache_key(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instruction": self.instruction, "k": self.k, "strategy": self.strategy, "constrain": self.constrain}
 
 
 @dataclass(frozen=True)
@@ -132,18 +150,48 @@ MAX_TOKENS = {"label": 24, "text": 48, "json": 160, "sql": 160}
 
 
 def build_request(
-    task: Task, instruction: str, demos: Sequence[Example], inputs: Mapping[str, str], mode: str, seed: int = 0
+    task: Task, instruction: str, demos: Sequence[Example], inputs: Mapping[str, str], mode: str, seed: int = 0,
+    constraint: Mapping[str, Any] | None = None,
 ) -> LMRequest:
-    """The LM request for one input, in the model's mode ("chat" or "completion")."""
+    """The LM request for one input, in the model's mode ("chat" or "completion"), optionally constrained."""
+    extra = dict(constraint or {})
     if mode == "completion":
         return LMRequest(
             prompt=render_completion(task, instruction, demos, inputs),
             max_tokens=MAX_TOKENS[task.output_type],
             stop=tuple(completion_stops(task)),
             seed=seed,
+            extra=extra,
         )
     return LMRequest(
         messages=tuple(render_messages(task, instruction, demos, inputs)),
         max_tokens=MAX_TOKENS[task.output_type],
         seed=seed,
+        extra=extra,
     )
+
+
+def output_constraint(task: Task, backend: str) -> dict[str, Any] | None:
+    """Sampling parameters that force a well-formed answer, or None where the backend cannot.
+
+    Local llama.cpp: a GBNF choice among the labels, or a grammar from the JSON schema. LiteLLM: JSON mode for
+    JSON tasks (OpenAI-style `response_format`); labels are not constrained there.
+    """
+    if backend == "local" and task.output_type == "label":
+        return {"grammar": "root ::= " + " | ".join(json.dumps(label) for label in task.labels)}
+    if task.output_type == "json" and task.output_schema:
+        if backend == "local":
+            return {"json_schema": json_schema(task)}
+        return {"response_format": {"type": "json_object"}}
+    return None
+
+
+def json_schema(task: Task) -> dict[str, Any]:
+    """The JSON schema of a task's `output_schema` (`string?` is nullable)."""
+    def one(kind: str) -> dict[str, Any]:
+        base = {"type": kind.rstrip("?")}
+        return {"type": [base["type"], "null"]} if kind.endswith("?") else base
+
+    schema = task.output_schema or {}
+    return {"type": "object", "properties": {key: one(kind) for key, kind in schema.items()},
+            "required": list(schema)}

@@ -63,12 +63,16 @@ class Task:
         """The same task with the context field shown as its first input: the oracle-retrieval probe."""
         if not self.context_field:
             raise TaskError(f"task {self.name!r} has no context_field")
-        field_name = self.context_field
         splits = {
-            name: tuple(replace(ex, inputs={field_name: ex.context or "", **ex.inputs}) for ex in examples)
+            name: tuple(show_context(example, self.context_field) for example in examples)
             for name, examples in self.splits.items()
         }
-        return replace(self, inputs=(field_name, *self.inputs), splits=splits)
+        return replace(self, inputs=(self.context_field, *self.inputs), splits=splits)
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> Task:
+        """A task spec (no data) as `to_dict` wrote it."""
+        return cls(**{**spec, "inputs": tuple(spec["inputs"]), "labels": tuple(spec.get("labels") or ())})
 
     def to_dict(self) -> dict[str, Any]:
         """The spec without data, as written into saved programs and reports."""
@@ -84,6 +88,11 @@ class Task:
             "context_field": self.context_field,
             "output_schema": dict(self.output_schema) if self.output_schema else None,
         }
+
+
+def show_context(example: Example, field_name: str) -> Example:
+    """The example with its context as the first input field."""
+    return replace(example, inputs={field_name: example.context or "", **example.inputs})
 
 
 def resolve_task_path(ref: str | Path) -> Path:
@@ -127,7 +136,11 @@ def load_task(ref: str | Path) -> Task:
     )
     if not task.inputs:
         raise TaskError(f"{where('inputs')}: 'inputs' must list at least one field")
-    splits = {name: tuple(_examples(task, path, rows)) for name, (path, rows) in _split_rows(spec, root, where).items()}
+    splits = {name: (path, tuple(_examples(task, path, rows))) for name, (path, rows) in _split_rows(spec, root, where).items()}
+    for name, (path, examples) in splits.items():
+        if not examples:
+            raise TaskError(f"{path}: split {name!r} is empty")
+    splits = {name: examples for name, (_, examples) in splits.items()}
     _check_unique_ids(splits, root)
     return replace(task, splits=splits)
 
@@ -232,19 +245,22 @@ def _split_rows(spec: dict[str, Any], root: Path, where) -> dict[str, tuple[Path
             raise TaskError(f"{where('data')}: 'data' maps split names ({', '.join(SPLITS)}) to files")
         if "split" in spec:
             raise TaskError(f"{where('split')}: 'split' only applies when 'data' is a single file")
-        splits = {name: (path, read_rows(path)) for name, path in ((n, _data_path(root, f, where)) for n, f in data.items())}
+        paths = {name: _data_path(root, ref, where) for name, ref in data.items()}
+        splits = {name: (path, _with_ids(path, read_rows(path))) for name, path in paths.items()}
     else:
         path = _data_path(root, data, where)
         fractions = _fractions(spec.get("split", DEFAULT_FRACTIONS), where)
         seed = spec.get("seed", 0)
         if not isinstance(seed, int):
             raise TaskError(f"{where('seed')}: 'seed' must be an integer, got {_kind(seed)}")
-        cut = split_records(read_rows(path), fractions, seed)
+        cut = split_records(_with_ids(path, read_rows(path)), fractions, seed)
         splits = {name: (path, rows) for name, rows in cut.items()}
-    for name, (path, rows) in splits.items():
-        if not rows:
-            raise TaskError(f"{path}: split {name!r} is empty")
     return splits
+
+
+def _with_ids(path: Path, rows: list[Row]) -> list[Row]:
+    """Give records without an `id` one from their place in the file, before any split reorders them."""
+    return [(line, {"id": f"{path.stem}-{n}", **record}) for n, (line, record) in enumerate(rows, start=1)]
 
 
 def _fractions(value: Any, where) -> dict[str, float]:
@@ -259,13 +275,13 @@ def _fractions(value: Any, where) -> dict[str, float]:
 
 
 def _examples(task: Task, path: Path, rows: list[Row]):
-    for index, (line, record) in enumerate(rows):
+    for line, record in rows:
         place = located(path, line or None)
         for key in (*task.inputs, task.output, *([task.context_field] if task.context_field else [])):
             if key not in record or record[key] is None:
                 raise TaskError(f"{place}: record has no field {key!r}")
         yield Example(
-            id=str(record.get("id", f"{path.stem}-{index + 1}")),
+            id=str(record["id"]),
             inputs={key: _text(record[key], place, key) for key in task.inputs},
             gold=_gold(task, record[task.output], place),
             context=_text(record[task.context_field], place, task.context_field) if task.context_field else None,

@@ -96,7 +96,7 @@ def test_cli_unknown_model(run_cli, tmp_path: Path) -> None:
         (["--k", "99"], "k=99 is larger than the demo pool"),
         (["--threads", "zero"], "Invalid value for '--threads'"),
         (["--split", "dev"], "has no split 'dev'"),
-        (["--bogus"], "No such option: --bogus"),
+        (["--bogus"], "No such option"),
     ],
 )
 def test_cli_bad_options(run_cli, tmp_path: Path, args: list[str], expected: str) -> None:

@@ -229,3 +229,33 @@ def test_dspy_module_selects_per_call_and_survives_save_load(tmp_path: Path) -> 
     assert [d.toDict() for d in loaded.demos({"text": "lost card"})] == [d.toDict() for d in
                                                                         program.demos({"text": "lost card"})]
     assert json.loads((tmp_path / "prog" / "program.json").read_text())
+
+
+def test_cli_select_from_a_data_file_then_from_the_saved_selector(run_cli, tmp_path: Path) -> None:
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"id": 1, "text": "my card never arrived", "label": "card_arrival"},
+        {"id": 2, "text": "refund my last order", "label": "refund"},
+        {"id": 3, "text": "card still not delivered", "label": "card_arrival"},
+        {"id": 4, "text": "I was charged twice", "label": "double_charge"},
+    ]))
+    code, out, err = run_cli("select", str(data), "where is my card", "-k", "2", "--save", str(tmp_path / "sel"),
+                             "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert [d["example"]["label"] for d in result["demos"]] == ["card_arrival", "card_arrival"]
+    assert result["demos"][0]["similarity"] <= result["demos"][1]["similarity"]
+    code, out, err = run_cli("select", str(tmp_path / "sel"), "charged two times", "-k", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["demos"][0]["example"]["id"] == 4
+
+
+def test_cli_select_errors(run_cli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, _, err = run_cli("select", str(empty), "x")
+    assert code == 2 and "the pool is empty" in err and len(err.strip().splitlines()) == 1
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"text": "a", "label": "b"}\n')
+    code, _, err = run_cli("select", str(one), "x", "-k", "3")
+    assert code == 2 and "k=3 is larger than the demo pool (1 examples)" in err

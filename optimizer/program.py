@@ -1,0 +1,130 @@
+"""The saved artifact of an optimization: a callable program an app loads with `load_program(path)`.
+
+A program folder holds `program.json` (task spec, prompt, model, scores) and, when the prompt uses demos,
+`selector/` (the demo pool with its embeddings, so loading never embeds the pool again).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .cache import Cache
+from .embed import Embedder
+from .errors import ConfigError
+from .lm import LM
+from .prompt import Prompt, build_request, output_constraint, parse_output
+from .select import DemoSource, ExampleSelector, NoDemos, RandomDemos, example_record
+from .task import Example, Task
+
+PROGRAM_FILE = "program.json"
+SELECTOR_DIR = "selector"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A program's answer: the parsed value, the raw model text, and the form problem seen, if any."""
+
+    value: Any
+    text: str
+    form_error: str | None
+
+
+class Program:
+    """`program(text="...")` -> the parsed answer, with the optimized instruction and per-input demos."""
+
+    def __init__(self, task: Task, prompt: Prompt, lm: LM, selector: ExampleSelector | None = None,
+                 scores: Mapping[str, Any] | None = None) -> None:
+        self.task, self.prompt, self.lm, self.selector = task, prompt, lm, selector
+        self.scores = dict(scores or {})
+
+    def __call__(self, **inputs: Any) -> Any:
+        return self.predict(**inputs).value
+
+    def predict(self, **inputs: Any) -> Prediction:
+        missing = [key for key in self.task.inputs if key not in inputs]
+        if missing:
+            raise ConfigError(f"program {self.task.name!r} needs input field(s): {', '.join(missing)}")
+        values = {key: str(inputs[key]) for key in self.task.inputs}
+        demos = self._demos().demos_for(Example(id="", inputs=values, gold=None))
+        constraint = output_constraint(self.task, self.lm.backend_kind) if self.prompt.constrain else None
+        request = build_request(self.task, self.prompt.instruction, demos, values, self.lm.mode, 0, constraint)
+        text = self.lm(request).text
+        parsed = parse_output(self.task, text)
+        return Prediction(parsed.value, text, parsed.form_error)
+
+    def _demos(self) -> DemoSource:
+        if not self.prompt.k or self.selector is None:
+            return NoDemos()
+        if self.prompt.strategy == "random":
+            return RandomDemos(self._pool(), self.prompt.k)
+        return _SelectedDemos(self.task, self.selector)
+
+    def _pool(self) -> list[Example]:
+        return [record_example(self.task, record) for record in self.selector.examples]  # type: ignore[union-attr]
+
+
+class _SelectedDemos:
+    def __init__(self, task: Task, selector: ExampleSelector) -> None:
+        self.task, self.selector = task, selector
+
+    def demos_for(self, example: Example) -> list[Example]:
+        return [record_example(self.task, record) for record in self.selector.select(example.inputs)]
+
+
+def record_example(task: Task, record: Mapping[str, Any]) -> Example:
+    """The inverse of `select.example_record`."""
+    return Example(id=str(record.get("id", "")), inputs={key: str(record[key]) for key in task.inputs},
+                   gold=record[task.output])
+
+
+def save_program(directory: str | Path, task: Task, prompt: Prompt, pool: Sequence[Example], lm: LM,
+                 embedder: Embedder, scores: Mapping[str, Any]) -> Path:
+    """Write a program folder. The demo pool and its selector are saved when the prompt shows demos."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if prompt.k:
+        strategy = "knn" if prompt.strategy == "random" else prompt.strategy
+        label_key = task.output if task.output_type == "label" else None
+        selector = ExampleSelector(embedder, prompt.k, input_keys=task.inputs, strategy=strategy, label_key=label_key)
+        selector.fit([example_record(task, example) for example in pool]).save(directory / SELECTOR_DIR)
+    spec = {"format": FORMAT_VERSION, "task": task.to_dict(), "prompt": prompt.to_dict(), "model": lm.model,
+            "api_base": public_url(lm.api_base), "scores": dict(scores)}
+    (directory / PROGRAM_FILE).write_text(json.dumps(spec, indent=2, ensure_ascii=False))
+    return directory
+
+
+def public_url(url: str | None) -> str | None:
+    """A URL without user:password, so no credential is written into a program."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def load_program(path: str | Path, *, model: str | None = None, api_base: str | None = None,
+                 cache: Cache | None = None, lm: LM | None = None, threads: int | None = None) -> Program:
+    """Load a saved program; it runs on the model it was optimized for unless `model` / `lm` say otherwise."""
+    directory = Path(path)
+    if directory.name == PROGRAM_FILE:
+        directory = directory.parent
+    try:
+        spec = json.loads((directory / PROGRAM_FILE).read_text())
+        task, prompt = Task.from_dict(spec["task"]), Prompt(**spec["prompt"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{directory}: not a saved formfit program ({exc})") from None
+    if lm is None:
+        same_model = model is None
+        lm = LM(model or spec["model"], api_base=api_base if api_base or not same_model else spec.get("api_base"),
+                cache=cache, threads=threads)
+    selector_dir = directory / SELECTOR_DIR
+    selector = ExampleSelector.load(selector_dir, cache=lm.cache) if selector_dir.is_dir() else None
+    return Program(task, prompt, lm, selector, spec.get("scores"))

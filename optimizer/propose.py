@@ -1,0 +1,175 @@
+"""Candidate prompts from error groups: rule-based instruction patches (no model needed), demo settings,
+constrained output, and, when a proposer model is set, LLM rewrites (critique a group, then edit the instruction).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+
+from .analyze import Analysis, ErrorGroup
+from .lm import LM, LMRequest
+from .prompt import Prompt, field_title, output_constraint, render_gold
+from .task import Example, Task
+
+LEAK_MIN_CHARS = 20
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate prompt and where it came from (`rule:<kind>`, `demos:<strategy>-<k>`, `constrain`, `llm:<kind>`)."""
+
+    prompt: Prompt
+    origin: str
+
+
+def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Example], *, backend: str,
+            proposer: LM | None = None, heldout: Collection[str] = (), seed: int = 0,
+            tried: Collection[str] = ()) -> list[Proposal]:
+    """Every new candidate for this round, without duplicates or prompts already tried (by `Prompt.key()`)."""
+    proposals = rule_patches(task, incumbent, analysis, pool, seed)
+    proposals += demo_settings(task, incumbent)
+    if output_constraint(task, backend) is not None and not incumbent.constrain:
+        proposals.append(Proposal(replace(incumbent, constrain=True), "constrain"))
+    if proposer is not None:
+        proposals += llm_rewrites(task, incumbent, analysis, proposer, heldout)
+    seen = set(tried)
+    unique = []
+    for proposal in proposals:
+        if proposal.prompt.key() not in seen:
+            seen.add(proposal.prompt.key())
+            unique.append(proposal)
+    return unique
+
+
+# --- rule-based patches ----------------------------------------------------------------------------------------
+
+
+def rule_patches(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Example],
+                 seed: int) -> list[Proposal]:
+    """One candidate per group whose kind has a rule, plus one with every patch at once."""
+    patches: dict[str, str] = {}
+    for group in analysis.groups:
+        patch = patch_for(task, group, pool, seed)
+        if patch and patch not in incumbent.instruction and patch not in patches.values():
+            patches[f"rule:{group.kind}"] = patch
+    proposals = [Proposal(_with(incumbent, patch), origin) for origin, patch in patches.items()]
+    if len(patches) > 1:
+        proposals.append(Proposal(_with(incumbent, *patches.values()), "rule:all"))
+    return proposals
+
+
+def _with(prompt: Prompt, *patches: str) -> Prompt:
+    return replace(prompt, instruction="\n".join([prompt.instruction.rstrip(), *patches]))
+
+
+def patch_for(task: Task, group: ErrorGroup, pool: Sequence[Example], seed: int) -> str | None:
+    """The instruction sentence(s) that address a group, or None where no rule applies (fact errors)."""
+    if group.family == "form":
+        return form_rule(task)
+    if group.kind == "content" and task.output_type == "label" and group.confusions:
+        gold, predicted, _ = group.confusions[0]
+        if gold in task.labels and predicted in task.labels:
+            return contrast_rule(task, gold, predicted, pool, seed)
+        return form_rule(task)
+    if group.kind == "content" and task.output_type == "text":
+        return "Answer with the answer itself only: a name, number, date or a few words, not a sentence."
+    return None
+
+
+def form_rule(task: Task) -> str:
+    """How the answer must look, stated exactly."""
+    answer = field_title(task.output).lower()
+    if task.output_type == "label":
+        return f"Reply with exactly one {answer} from this list and nothing else: {', '.join(task.labels)}."
+    if task.output_type == "json":
+        keys = ", ".join(f"{key} ({_type_text(kind)})" for key, kind in (task.output_schema or {}).items())
+        keys_text = f" with exactly these keys: {keys}" if keys else ""
+        return f"Reply with one JSON object{keys_text}. Use null for a value the text does not give. No other text."
+    if task.output_type == "sql":
+        return "Reply with a single SQLite SELECT statement and nothing else: no explanation, no code fence."
+    return f"Reply with the {answer} only, no explanation."
+
+
+def _type_text(kind: str) -> str:
+    return f"{kind.rstrip('?')} or null" if kind.endswith("?") else kind
+
+
+def contrast_rule(task: Task, gold: str, predicted: str, pool: Sequence[Example], seed: int) -> str:
+    """A disambiguation rule for a confused label pair, with one training example of each side."""
+    rule = f"Do not confuse {gold} with {predicted}."
+    for label in (gold, predicted):
+        candidates = [example for example in pool if example.gold == label]
+        if candidates:
+            example = random.Random(f"{seed}-{label}").choice(candidates)
+            text = " ".join(" ".join(example.inputs.values()).split())[:160]
+            rule += f' "{text}" is {label}.'
+    return rule
+
+
+# --- demo settings ---------------------------------------------------------------------------------------------
+
+
+def demo_settings(task: Task, incumbent: Prompt) -> list[Proposal]:
+    """Demo count and selection strategy as search dimensions (k in 4 and 8; random, knn, label quota)."""
+    strategies = ["knn", "random"] + (["label_quota"] if task.output_type == "label" else [])
+    settings = [(4, "knn"), (8, "knn"), *((8, strategy) for strategy in strategies[1:])]
+    return [
+        Proposal(replace(incumbent, k=k, strategy=strategy), f"demos:{strategy}-{k}")
+        for k, strategy in settings
+        if (k, strategy) != (incumbent.k, incumbent.strategy)
+    ]
+
+
+# --- LLM rewrites ----------------------------------------------------------------------------------------------
+
+CRITIQUE = """You improve instructions for a language model.
+Task: {description}
+Current instruction:
+<<<
+{instruction}
+>>>
+The model failed on these training examples ({summary}):
+{examples}
+In two or three sentences: what does the model get wrong, and what general rule in the instruction would fix it?"""
+
+EDIT = """Current instruction:
+<<<
+{instruction}
+>>>
+Critique: {critique}
+Rewrite the instruction so that it fixes this, keeping everything that already works. State general rules; do not
+quote the examples. Reply with the new instruction only."""
+
+
+def llm_rewrites(task: Task, incumbent: Prompt, analysis: Analysis, proposer: LM,
+                 heldout: Collection[str], groups: int = 2) -> list[Proposal]:
+    """For each of the largest groups: critique it, then edit the instruction (two proposer calls)."""
+    proposals = []
+    for group in analysis.groups[:groups]:
+        critique = _ask(proposer, CRITIQUE.format(
+            description=task.description, instruction=incumbent.instruction, summary=group.summary,
+            examples=_examples_text(task, group)))
+        instruction = _ask(proposer, EDIT.format(instruction=incumbent.instruction, critique=critique))
+        instruction = instruction.strip().strip("<>").strip()
+        if instruction and not leaks(instruction, heldout):
+            proposals.append(Proposal(replace(incumbent, instruction=instruction), f"llm:{group.kind}"))
+    return proposals
+
+
+def _ask(proposer: LM, text: str) -> str:
+    return proposer(LMRequest(messages=({"role": "user", "content": text},), max_tokens=400)).text
+
+
+def _examples_text(task: Task, group: ErrorGroup) -> str:
+    return "\n".join(
+        f"- input: {' | '.join(example['inputs'].values())}\n  output: {example['output'][:200]}\n"
+        f"  expected: {render_gold(task, example['gold'])}"
+        for example in group.examples
+    )
+
+
+def leaks(instruction: str, heldout: Collection[str]) -> bool:
+    """True if the instruction quotes any dev or test input verbatim (inputs of 20 characters or more)."""
+    return any(len(text) >= LEAK_MIN_CHARS and text in instruction for text in heldout)

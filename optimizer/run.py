@@ -1,0 +1,58 @@
+"""A run folder of `formfit optimize`: its settings, checkpoint, result, program and reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .embed import make_embedder
+from .errors import ConfigError
+from .lm import LM
+from .program import save_program
+from .report import write_reports
+from .search import OptimizeResult, split_dev
+from .task import Task
+
+SETTINGS_FILE = "run.json"
+
+
+class RunFolder:
+    """`runs/NAME/`: run.json (settings), checkpoint.json, result.json, program/, report.md, report.html."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path, self.settings = path, settings
+        self.checkpoint = path / "checkpoint.json"
+
+    @classmethod
+    def open(cls, path: str | Path, resume: bool, settings: dict[str, Any]) -> RunFolder:
+        """Start a new run folder, or reopen one with `resume` (its settings must match)."""
+        path = Path(path)
+        saved = path / SETTINGS_FILE
+        if saved.is_file() and not resume:
+            raise ConfigError(f"{path} holds a run already; pass --resume to continue it, or choose another --out")
+        if resume and not saved.is_file():
+            raise ConfigError(f"{path}: nothing to resume (no {SETTINGS_FILE})")
+        if resume:
+            before = json.loads(saved.read_text())
+            changed = [key for key in settings if before.get(key) != settings[key]]
+            if changed:
+                key = changed[0]
+                raise ConfigError(f"{saved}: --resume with a different {key} ({before.get(key)!r} -> {settings[key]!r})")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(settings, indent=2))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot write the run folder ({exc.strerror})") from None
+        return cls(path, settings)
+
+    def finish(self, task: Task, result: OptimizeResult, lm: LM) -> dict[str, str]:
+        """Write result.json, the program and the reports; returns their paths."""
+        (self.path / "result.json").write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        pool, _ = split_dev(task, int(self.settings["dev_size"]), result.seed)
+        embedder = make_embedder(str(self.settings["embedder"]), cache=lm.cache)
+        scores = {"dev": result.dev_scores, "test": result.test_scores}
+        program = save_program(self.path / "program", task, result.best, pool, lm, embedder, scores)
+        md, page = write_reports(result, self.path)
+        return {"program": str(program), "report_md": str(md), "report_html": str(page),
+                "result": str(self.path / "result.json")}

@@ -1,0 +1,322 @@
+"""The optimization loop: evaluate -> analyze -> propose -> race on minibatches -> confirm on dev, under a budget.
+
+Each round evaluates the incumbent on a seeded sample of the train split, groups its failures, turns the groups
+into candidate prompts, races the candidates on train minibatches (successive halving) and evaluates the winner on
+the dev split; the incumbent is replaced only by a candidate with a better dev score.
+
+The budget counts every distinct LM request the search makes, answered by the cache or not, so a resumed run (all
+its finished calls are in the cache) makes the same decisions and ends with the same program as an uninterrupted
+one, without repeating a completed call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .analyze import Analysis, analyze
+from .embed import Embedder, make_embedder
+from .errors import BudgetExhausted
+from .evaluate import EvalResult, evaluate
+from .lm import LM
+from .prompt import Prompt, output_constraint
+from .propose import propose
+from .select import DemoSource, demo_source
+from .task import Example, Task, show_context
+
+Event = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Sizes and limits of the search (the budget itself lives on the LM)."""
+
+    rounds: int = 4
+    analysis_size: int = 48
+    race_sizes: tuple[int, ...] = (16, 32)
+    max_candidates: int = 8
+    dev_size: int = 100
+    patience: int = 2
+    embedder: str = "tfidf"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluation of one prompt: at which round and stage, on how many examples, with what score."""
+
+    round: int
+    prompt_key: str
+    stage: str
+    n: int
+    score: float
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """A prompt the search tried, where it came from, and its dev score if it got that far."""
+
+    key: str
+    prompt: Prompt
+    origin: str
+    round: int
+    dev_score: float | None = None
+    accepted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "prompt": self.prompt.to_dict()}
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round saw and decided."""
+
+    round: int
+    analysis: Analysis
+    proposals: int
+    winner_key: str | None
+    dev_before: float
+    dev_after: float
+    accepted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "analysis": self.analysis.to_dict()}
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """Everything a run found: the baseline and best prompts, their scores, every candidate and trial, every round."""
+
+    task: str
+    model: str
+    seed: int
+    budget: int | None
+    baseline: Prompt
+    best: Prompt
+    dev_scores: dict[str, float]
+    test_scores: dict[str, float]
+    candidates: tuple[CandidateRecord, ...]
+    trials: tuple[Trial, ...]
+    rounds: tuple[RoundRecord, ...]
+    analysis_before: Analysis
+    analysis_after: Analysis
+    calls: int
+    usage: dict[str, Any]
+    stopped: str | None
+    wall_s: float
+    test_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "model": self.model, "seed": self.seed, "budget": self.budget,
+            "baseline": self.baseline.to_dict(), "best": self.best.to_dict(),
+            "dev_scores": self.dev_scores, "test_scores": self.test_scores,
+            "candidates": [c.to_dict() for c in self.candidates], "trials": [asdict(t) for t in self.trials],
+            "rounds": [r.to_dict() for r in self.rounds],
+            "analysis_before": self.analysis_before.to_dict(), "analysis_after": self.analysis_after.to_dict(),
+            "calls": self.calls, "usage": self.usage, "stopped": self.stopped, "wall_s": round(self.wall_s, 3),
+        }
+
+
+class OutOfBudget(Exception):
+    """Raised inside the search when the next evaluation would not fit in the budget."""
+
+
+def split_dev(task: Task, dev_size: int, seed: int) -> tuple[list[Example], list[Example]]:
+    """(pool, dev): the train split and at most `dev_size` dev examples; without a dev split, dev is carved from
+    a seeded shuffle of train (20%, at most `dev_size`) and removed from the pool."""
+    train = list(task.split("train"))
+    if "dev" in task.splits:
+        return train, list(task.split("dev"))[:dev_size]
+    random.Random(seed).shuffle(train)
+    cut = min(dev_size, max(1, len(train) // 5))
+    return train[cut:], train[:cut]
+
+
+class _Search:
+    """One run's state; `optimize()` is its public face."""
+
+    def __init__(self, task: Task, lm: LM, *, proposer: LM | None, config: SearchConfig, seed: int,
+                 on_event: Event | None, checkpoint: Path | None, embedder: Embedder) -> None:
+        self.task, self.lm, self.proposer, self.config, self.seed = task, lm, proposer, config, seed
+        self.on_event, self.checkpoint, self.embedder = on_event or (lambda event: None), checkpoint, embedder
+        self.pool, self.dev = split_dev(task, config.dev_size, seed)
+        self.heldout = [text for split in ("dev", "test") if split in task.splits
+                        for example in task.splits[split] for text in example.inputs.values()]
+        self.trials: list[Trial] = []
+        self.candidates: dict[str, CandidateRecord] = {}
+        self.rounds: list[RoundRecord] = []
+        self._demos: dict[tuple[int, str], DemoSource] = {}
+        self._dev: dict[str, EvalResult] = {}
+        self._round = 0
+
+    # --- evaluation under the budget ---------------------------------------------------------------------
+
+    def demos(self, prompt: Prompt) -> DemoSource:
+        key = (prompt.k, prompt.strategy)
+        if key not in self._demos:
+            self._demos[key] = demo_source(self.task, self.pool, prompt.k, prompt.strategy, seed=self.seed,
+                                           embedder=self.embedder)
+        return self._demos[key]
+
+    def evaluate(self, prompt: Prompt, examples: Sequence[Example], stage: str, task: Task | None = None,
+                 lm: LM | None = None) -> EvalResult:
+        lm = lm or self.lm
+        remaining = lm.budget.remaining
+        if remaining is not None and remaining < len(examples):
+            raise OutOfBudget(f"{remaining} calls left, {len(examples)} needed for {stage}")
+        constraint = output_constraint(self.task, lm.backend_kind) if prompt.constrain else None
+        result = evaluate(task or self.task, prompt.instruction, lm, examples, demos=self.demos(prompt),
+                          seed=self.seed, constraint=constraint)
+        self.trials.append(Trial(self._round, prompt.key(), stage, len(result.rows), result.score))
+        self._save_checkpoint()
+        self.on_event({"stage": stage, "round": self._round, "calls": lm.budget.calls, "budget": lm.budget.max_calls,
+                       "score": result.score, "best_dev": self._best_dev()})
+        return result
+
+    def dev_score(self, prompt: Prompt) -> float:
+        if prompt.key() not in self._dev:
+            self._dev[prompt.key()] = self.evaluate(prompt, self.dev, "dev")
+        return self._dev[prompt.key()].score
+
+    def _best_dev(self) -> float | None:
+        return max((r.score for r in self._dev.values()), default=None)
+
+    def sample(self, size: int, salt: str) -> list[Example]:
+        rng = random.Random(f"{self.seed}-{self._round}-{salt}")
+        return rng.sample(self.pool, min(size, len(self.pool)))
+
+    # --- the loop ----------------------------------------------------------------------------------------
+
+    def run(self, baseline: Prompt) -> tuple[Prompt, str | None]:
+        self._record(baseline, "baseline")
+        try:
+            self.dev_score(baseline)
+        except OutOfBudget as exc:
+            raise BudgetExhausted(f"the budget cannot cover the baseline's dev evaluation ({exc})") from None
+        self._mark(baseline, accepted=True)
+        incumbent, stopped, stale = baseline, None, 0
+        try:
+            for self._round in range(1, self.config.rounds + 1):
+                incumbent, accepted = self.round(incumbent)
+                stale = 0 if accepted else stale + 1
+                if stale >= self.config.patience:
+                    stopped = f"no dev improvement in {stale} rounds"
+                    break
+        except OutOfBudget as exc:
+            stopped = f"budget: {exc}"
+        return incumbent, stopped
+
+    def round(self, incumbent: Prompt) -> tuple[Prompt, bool]:
+        before = self.dev_score(incumbent)
+        seen = self.evaluate(incumbent, self.sample(self.config.analysis_size, "analysis"), "analysis")
+        analysis = analyze(self.task, seen, self.embedder, seed=self.seed)
+        proposals = propose(self.task, incumbent, analysis, self.pool, backend=self.lm.backend_kind,
+                            proposer=self.proposer, heldout=self.heldout, seed=self.seed, tried=self.candidates)
+        proposals = proposals[: self.config.max_candidates]
+        for proposal in proposals:
+            self._record(proposal.prompt, proposal.origin)
+        winner = self.race(incumbent, [p.prompt for p in proposals]) if proposals else None
+        accepted = winner is not None and self.dev_score(winner) > before
+        if accepted:
+            self._mark(winner, accepted=True)  # type: ignore[arg-type]
+        elif winner is not None:
+            self._mark(winner, accepted=False)
+        after = self.dev_score(winner) if accepted else before  # type: ignore[arg-type]
+        self.rounds.append(RoundRecord(self._round, analysis, len(proposals), winner.key() if winner else None,
+                                       before, after, accepted))
+        self._save_checkpoint()
+        return (winner if accepted else incumbent), accepted  # type: ignore[return-value]
+
+    def race(self, incumbent: Prompt, contenders: list[Prompt]) -> Prompt | None:
+        """Successive halving on fresh train minibatches; the incumbent runs alongside as the bar to beat.
+        Returns the best contender if it beats the incumbent on the examples both saw, else None."""
+        totals = {p.key(): 0.0 for p in [incumbent, *contenders]}
+        for stage, size in enumerate(self.config.race_sizes, start=1):
+            batch = self.sample(size, f"race-{stage}")
+            for prompt in [incumbent, *contenders]:
+                totals[prompt.key()] += self.evaluate(prompt, batch, f"race-{stage}").score * len(batch)
+            ranked = sorted(contenders, key=lambda p: -totals[p.key()])
+            contenders = ranked[: max(1, math.ceil(len(ranked) / 2))]
+        best = contenders[0]
+        return best if totals[best.key()] > totals[incumbent.key()] else None
+
+    # --- records -----------------------------------------------------------------------------------------
+
+    def _record(self, prompt: Prompt, origin: str) -> None:
+        self.candidates.setdefault(prompt.key(), CandidateRecord(prompt.key(), prompt, origin, self._round))
+
+    def _mark(self, prompt: Prompt, accepted: bool) -> None:
+        record = self.candidates[prompt.key()]
+        self.candidates[prompt.key()] = CandidateRecord(record.key, record.prompt, record.origin, record.round,
+                                                        self.dev_score(prompt), accepted)
+
+    def _save_checkpoint(self) -> None:
+        """Progress after every batch of calls (the cache holds the calls themselves; see the module docstring)."""
+        if self.checkpoint is None:
+            return
+        state = {"round": self._round, "calls": self.lm.budget.calls, "trials": [asdict(t) for t in self.trials],
+                 "candidates": [c.to_dict() for c in self.candidates.values()]}
+        temporary = self.checkpoint.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state))
+        temporary.replace(self.checkpoint)
+
+
+def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchConfig | None = None, seed: int = 0,
+             test_lm: LM | None = None, on_event: Event | None = None, checkpoint: str | Path | None = None,
+             embedder: Embedder | None = None) -> OptimizeResult:
+    """Search for a better prompt for `task` with `lm` (whose Budget should charge cache hits, see above).
+
+    `test_lm` (the same model, outside the budget) scores baseline and best on the test split when given.
+    """
+    start = time.perf_counter()
+    config = config or SearchConfig()
+    embedder = embedder or make_embedder(config.embedder, cache=lm.cache)
+    search = _Search(task, lm, proposer=proposer, config=config, seed=seed, on_event=on_event,
+                     checkpoint=Path(checkpoint) if checkpoint else None, embedder=embedder)
+    baseline = Prompt(task.instruction)
+    best, stopped = search.run(baseline)
+    before = _dev_analysis(search, baseline, test_lm)
+    after = _dev_analysis(search, best, test_lm)
+    test_scores, test_rows = {}, {}
+    if test_lm is not None and "test" in task.splits:
+        for name, prompt in (("baseline", baseline), ("best", best)):
+            result = search.evaluate(prompt, task.split("test"), "test", lm=test_lm)
+            test_scores[name], test_rows[name] = result.score, [row.to_dict() for row in result.rows]
+    dev = {"baseline": search._dev[baseline.key()].score, "best": search._dev[best.key()].score}
+    return OptimizeResult(
+        task=task.name, model=lm.model, seed=seed, budget=lm.budget.max_calls, baseline=baseline, best=best,
+        dev_scores=dev, test_scores=test_scores, candidates=tuple(search.candidates.values()),
+        trials=tuple(search.trials), rounds=tuple(search.rounds), analysis_before=before, analysis_after=after,
+        calls=lm.budget.calls, usage=lm.usage.to_dict(), stopped=stopped, wall_s=time.perf_counter() - start,
+        test_rows=test_rows,
+    )
+
+
+def _dev_analysis(search: _Search, prompt: Prompt, probe_lm: LM | None) -> Analysis:
+    """The dev failures of `prompt`, grouped; with `probe_lm` and a context field, content failures that the
+    context fixes are counted as fact errors (one call per such failure, outside the search budget)."""
+    result = search._dev[prompt.key()]
+    content = [example for example, row in zip(search.dev, result.rows) if row.error_kind == "content"]
+    fixed: set[str] = set()
+    if probe_lm is not None and search.task.context_field and content:
+        probe = context_probe(search.task, prompt, search.pool, content, probe_lm, search.seed, search.embedder)
+        fixed = {row.id for row in probe.rows if row.error_kind is None}
+    return analyze(search.task, result, search.embedder, context_fixed=fixed, seed=search.seed)
+
+
+def context_probe(task: Task, prompt: Prompt, pool: Sequence[Example], examples: Sequence[Example], lm: LM,
+                  seed: int, embedder: Embedder) -> EvalResult:
+    """`prompt` on `examples` with the context field shown (demos too): the oracle-retrieval probe."""
+    shown = task.with_context()
+    field_name = task.context_field or ""
+    demos = demo_source(shown, [show_context(e, field_name) for e in pool], prompt.k, prompt.strategy, seed=seed,
+                        embedder=embedder)
+    constraint = output_constraint(task, lm.backend_kind) if prompt.constrain else None
+    return evaluate(shown, prompt.instruction, lm, [show_context(e, field_name) for e in examples], demos=demos,
+                    seed=seed, constraint=constraint)

@@ -1,0 +1,143 @@
+"""The optimization loop on a scripted model: it finds the planted fix, never exceeds the budget, and a run
+that crashes resumes to the same program without repeating a completed call."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import ScriptedBackend, write_task
+from optimizer.cache import Cache
+from optimizer.errors import BudgetExhausted
+from optimizer.lm import LM, Budget, LMRequest
+from optimizer.program import load_program
+from optimizer.retry import RetryPolicy
+from optimizer.run import RunFolder
+from optimizer.search import SearchConfig, optimize
+from optimizer.task import load_task
+
+LABELS = ["alpha", "beta", "gamma"]
+SPEC = {
+    "name": "planted", "description": "Say which greek letter the item is about.", "inputs": ["text"],
+    "output": "label", "output_type": "label", "labels": LABELS, "metric": "label_match",
+    "instruction": "Say what the item is about.",
+    "data": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
+}
+CONFIG = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
+
+
+def rows(start: int, n: int) -> str:
+    return "".join(json.dumps({"id": f"p{i}", "text": f"item {i} is about {LABELS[i % 3]}",
+                               "label": LABELS[i % 3]}) + "\n" for i in range(start, start + n))
+
+
+@pytest.fixture
+def planted(tmp_path: Path):
+    root = write_task(tmp_path / "planted", SPEC, {"train.jsonl": rows(0, 90), "dev.jsonl": rows(90, 20),
+                                                   "test.jsonl": rows(110, 30)})
+    return load_task(root)
+
+
+def planted_model(request: LMRequest) -> str:
+    """Answers right when the instruction lists the labels; otherwise rambles on items with an even number."""
+    system, user = request.messages[0]["content"], request.messages[-1]["content"]
+    number = int(re.search(r"item (\d+)", user).group(1))
+    label = re.search(r"about (\w+)", user).group(1)
+    if "Reply with exactly one label from this list" in system or number % 2:
+        return label
+    return "I cannot tell."
+
+
+class RecordingBackend(ScriptedBackend):
+    """Remembers every request it answered; raises `Crash` once it has answered `crash_after` of them."""
+
+    def __init__(self, crash_after: int | None = None) -> None:
+        super().__init__(planted_model)
+        self.crash_after, self.seen = crash_after, []
+
+    def call(self, request, timeout):
+        if self.crash_after is not None and len(self.seen) >= self.crash_after:
+            raise Crash()
+        self.seen.append(json.dumps(request.payload(), sort_keys=True))
+        return super().call(request, timeout)
+
+
+class Crash(BaseException):
+    """Like a SIGKILL for the run: not an Exception, so nothing retries or catches it."""
+
+
+def model(cache: Cache, budget: int | None, backend: RecordingBackend) -> LM:
+    return LM("fake/planted", cache=cache, budget=Budget(budget, charge_cache_hits=True), backend=backend,
+              retry=RetryPolicy(base_s=0.001))
+
+
+def test_finds_the_planted_fix(planted, tmp_path: Path) -> None:
+    lm = model(Cache(tmp_path / "c"), 600, RecordingBackend())
+    result = optimize(planted, lm, config=CONFIG, seed=1, test_lm=lm.with_budget(Budget()))
+    assert result.dev_scores["baseline"] == pytest.approx(0.5)
+    assert result.dev_scores["best"] == 1.0 and result.test_scores["best"] == 1.0
+    assert "Reply with exactly one label from this list" in result.best.instruction
+    assert any(c.accepted and c.origin.startswith("rule:") for c in result.candidates)
+    before = result.analysis_before
+    assert before.kinds == {"label_outside_set": 10} and before.groups[0].kind == "label_outside_set"
+    assert result.analysis_after.n_failures == 0
+
+
+@pytest.mark.parametrize("budget", [25, 60, 137, 600])
+def test_budget_is_never_exceeded(planted, tmp_path: Path, budget: int) -> None:
+    backend = RecordingBackend()
+    lm = model(Cache(tmp_path / "c"), budget, backend)
+    if budget < len(planted.split("dev")):
+        with pytest.raises(BudgetExhausted):
+            optimize(planted, lm, config=CONFIG, seed=1)
+        return
+    result = optimize(planted, lm, config=CONFIG, seed=1)
+    assert result.calls <= budget and backend.calls <= budget and lm.budget.calls == result.calls
+    if budget < 600:
+        assert result.stopped and result.stopped.startswith("budget")
+
+
+def test_too_small_budget_says_so(planted, tmp_path: Path) -> None:
+    with pytest.raises(BudgetExhausted, match="cannot cover the baseline's dev evaluation"):
+        optimize(planted, model(Cache(tmp_path / "c"), 5, RecordingBackend()), config=CONFIG)
+
+
+@pytest.mark.parametrize("crash_after", [3, 57, 140, 201])
+def test_resume_after_crash_repeats_no_call(planted, tmp_path: Path, crash_after: int) -> None:
+    clean = RecordingBackend()
+    reference = optimize(planted, model(Cache(tmp_path / "clean"), 300, clean), config=CONFIG, seed=2)
+
+    cache = Cache(tmp_path / "crashy")
+    first = RecordingBackend(crash_after=crash_after)
+    with pytest.raises(Crash):
+        optimize(planted, model(cache, 300, first), config=CONFIG, seed=2)
+    second = RecordingBackend()
+    resumed = optimize(planted, model(cache, 300, second), config=CONFIG, seed=2)
+
+    assert resumed.best == reference.best and resumed.dev_scores == reference.dev_scores
+    assert resumed.calls == reference.calls
+    assert not set(first.seen) & set(second.seen)  # no completed call made again
+    assert len(first.seen) + len(second.seen) == len(clean.seen)
+
+
+def test_run_folder_program_and_reports(planted, tmp_path: Path) -> None:
+    settings = {"task": str(planted.root), "model": "fake/planted", "seed": 1, "budget": 600, "dev_size": 20,
+                "embedder": "tfidf"}
+    run = RunFolder.open(tmp_path / "run", False, settings)
+    lm = model(Cache(tmp_path / "c"), 600, RecordingBackend())
+    result = optimize(planted, lm, config=CONFIG, seed=1, checkpoint=run.checkpoint)
+    paths = run.finish(planted, result, lm)
+    assert json.loads(run.checkpoint.read_text())["trials"]
+    program = load_program(paths["program"], lm=lm)
+    assert program(text="item 4 is about beta") == "beta"
+    assert program.scores["dev"]["best"] == 1.0
+    page = Path(paths["report_html"]).read_text()
+    assert page.count("<img") == 3 and "Every candidate tried" in page
+    assert "Reply with exactly one label" in Path(paths["report_md"]).read_text()
+    with pytest.raises(Exception, match="holds a run already"):
+        RunFolder.open(tmp_path / "run", False, settings)
+    with pytest.raises(Exception, match="different seed"):
+        RunFolder.open(tmp_path / "run", True, {**settings, "seed": 2})
