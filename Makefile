@@ -28,8 +28,10 @@ install: $(STAMP) browser
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+# The main job on a built-in task with the embedded model, offline. A rerun is answered from ./cache.
 demo: install
-	$(BIN)/formfit eval support_intent --limit 40 --k 4
+	rm -rf runs/demo
+	$(BIN)/formfit optimize support_intent --budget 300 --dev-size 40 --out runs/demo
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -67,3 +67,12 @@ def prepare(mode: str) -> str:
     apply_workaround()
     return (f"probe: an unpatched local call died (return code {code}; -11 = SIGSEGV in ggml_backend_amx_mul_mat); "
             "measured with the workaround use_extra_bufts=false (no AMX / repacked weights)")
+
+
+def build_info() -> str:
+    """llama-cpp-python version and the CPU features its llama.cpp build uses (e.g. `AVX2 = 1`, `AMX_INT8 = 1`)."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    flags = [part.strip() for part in info.replace("|", ";").split(";") if part.strip().endswith("= 1")]
+    return f"llama-cpp-python {llama_cpp.__version__}, build features: {' '.join(f.split(' =')[0] for f in flags)}"

@@ -34,7 +34,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama_probe import prepare  # noqa: E402
+from _llama_probe import build_info, prepare  # noqa: E402
 from optimizer.cache import Cache  # noqa: E402
 from optimizer.evaluate import evaluate  # noqa: E402
 from optimizer.lm import LM, LocalBackend  # noqa: E402
@@ -177,11 +177,11 @@ def render(args, models, runs, results, notes, load_s, total_s) -> str:
         f" | loadavg at end {' '.join(f'{x:.2f}' for x in os.getloadavg())} | measured loop {total_s:.0f}s"
         f" | model load {', '.join(f'{SHORT.get(m, m)} {s:.1f}s' for m, s in load_s.items())}",
         "",
-        f"llama.cpp: {args.llama_note}.",
+        f"llama.cpp: {build_info()}; {args.llama_note}.",
         "",
         f"| condition | score {a} | score {b} | s/call {a} | s/call {b} | latency {b}/{a} | prompt tok/call {a} | "
-        f"prompt tok/call {b} | form errors {a} | form errors {b} |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"prompt tok/call {b} | output tok/call {a} | output tok/call {b} | form errors {a} | form errors {b} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = []
     for label, _, _ in runs:
@@ -202,6 +202,7 @@ def render(args, models, runs, results, notes, load_s, total_s) -> str:
         lines.append(f"| {label} | {cell(ra, 'score', '.3f')} | {cell(rb, 'score', '.3f')} | "
                      f"{cell(ra, 'mean_latency_s', '.3f')} | {cell(rb, 'mean_latency_s', '.3f')} | {ratio} | "
                      f"{cell(ra, 'prompt_tokens_per_call', '.0f')} | {cell(rb, 'prompt_tokens_per_call', '.0f')} | "
+                     f"{cell(ra, 'completion_tokens_per_call', '.1f')} | {cell(rb, 'completion_tokens_per_call', '.1f')} | "
                      f"{errs(ra)} | {errs(rb)} |")
     if ratios:
         ratios.sort()

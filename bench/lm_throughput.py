@@ -33,7 +33,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama_probe import prepare  # noqa: E402
+from _llama_probe import build_info, prepare  # noqa: E402
 from optimizer.cache import Cache  # noqa: E402
 from optimizer.evaluate import evaluate  # noqa: E402
 from optimizer.lm import LM, LocalBackend  # noqa: E402
@@ -173,7 +173,7 @@ def render(args, thread_counts: list[int], runs: list[dict], load_s: dict, total
         f" | load1 at start {args.load_start:.2f}, loadavg at end {' '.join(f'{x:.2f}' for x in os.getloadavg())} | measured loop {total_s:.0f}s"
         f" | model load {', '.join(f'{t}t {s:.1f}s' for t, s in load_s.items())}",
         "",
-        f"llama.cpp: {args.llama_note}.",
+        f"llama.cpp: {build_info()}; {args.llama_note}.",
         "",
         "Medians over repetitions. Cold = fresh cache folder, every request is a real llama.cpp call; "
         "warm = a second pass over the same requests on the same cache folder.",

@@ -1,6 +1,7 @@
 """formfit's library: `import optimizer`.
 
-Tasks, models, evaluation and the few-shot selector are the public API; the CLI (`formfit`) is a thin shell on it.
+Tasks, models, evaluation, the few-shot selector, the optimizer and saved programs are the public API; the CLI
+(`formfit`) is a thin shell on it.
 """
 
 from .cache import Cache
@@ -16,7 +17,9 @@ from .errors import (
 from .evaluate import EvalResult, EvalRow, evaluate
 from .lm import LM, Budget, LMRequest, LMResponse, Usage
 from .embed import MiniLMEmbedder, TfidfEmbedder, make_embedder
-from .prompt import parse_output
+from .program import Program, load_program
+from .prompt import Prompt, parse_output
+from .search import OptimizeResult, SearchConfig, optimize
 from .select import ExampleSelector, RandomDemos, demo_source
 from .task import Example, Task, load_task
 
@@ -37,14 +40,20 @@ __all__ = [
     "LMResponse",
     "MiniLMEmbedder",
     "ModelError",
+    "OptimizeResult",
+    "Program",
+    "Prompt",
     "RandomDemos",
+    "SearchConfig",
     "Task",
     "TaskError",
     "TfidfEmbedder",
     "Usage",
     "demo_source",
     "evaluate",
+    "load_program",
     "load_task",
     "make_embedder",
+    "optimize",
     "parse_output",
 ]

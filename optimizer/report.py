@@ -26,6 +26,7 @@ def write_reports(result: OptimizeResult, directory: str | Path) -> tuple[Path, 
     """Write `report.md` and `report.html` into `directory`; returns their paths."""
     directory = Path(directory)
     md, page = directory / "report.md", directory / "report.html"
+    directory.mkdir(parents=True, exist_ok=True)
     md.write_text(markdown(result), encoding="utf-8")
     page.write_text(html_page(result), encoding="utf-8")
     return md, page

@@ -57,8 +57,18 @@ def _names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes (LiteLLM wraps a refused connection in a 500 `InternalServerError`)."""
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return chain
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    return bool(_names(exc) & _CONNECTION_NAMES)
+    """No answer from the endpoint at all: refused, reset, DNS failure (anywhere in the cause chain)."""
+    return any(isinstance(cause, ConnectionError) or _names(cause) & _CONNECTION_NAMES for cause in _chain(exc))
 
 
 def is_retryable(exc: BaseException) -> bool:

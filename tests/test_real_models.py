@@ -75,3 +75,23 @@ def test_unreachable_api_base_is_a_clean_error(run_cli) -> None:
     code, _, err = run_cli("eval", "support_intent", "--model", "openai/x", "--api-base",
                            f"http://127.0.0.1:{free_port()}/v1", "--limit", "1", "--timeout", "2")
     assert code == 2 and "cannot reach" in err and len(err.strip().splitlines()) == 1
+
+
+def test_optimize_end_to_end_with_the_local_model(run_cli, tmp_path: Path) -> None:
+    """A small real run: the budget holds, the saved program answers, a rerun with --resume makes no new call."""
+    args = ("optimize", "support_intent", "--budget", "150", "--rounds", "1", "--dev-size", "24",
+            "--out", str(tmp_path / "run"), "--no-test", "--json")
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert 0 < summary["calls"] <= 150
+    assert 0.0 <= summary["dev"]["baseline"] <= summary["dev"]["best"] <= 1.0
+    assert (tmp_path / "run" / "report.html").is_file()
+    code, out, err = run_cli("run", summary["program"], "I was charged twice for my order.", "--json")
+    assert code == 0, err
+    prediction = json.loads(out)
+    assert isinstance(prediction["value"], str) and prediction["text"]
+    code, out, err = run_cli(*args, "--resume")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["best"] == summary["best"] and again["usage"]["lm_calls"] == 0
