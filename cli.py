@@ -24,7 +24,7 @@ from optimizer.embed import EMBEDDERS, make_embedder
 from optimizer.errors import ConfigError
 from optimizer.program import load_program
 from optimizer.run import RunFolder
-from optimizer.search import SearchConfig, optimize
+from optimizer.search import SearchConfig, default_dev_size, optimize
 from optimizer.select import STRATEGIES, ExampleSelector, demo_source, example_record
 from optimizer.task import BUILTIN_DIR, load_task
 
@@ -165,7 +165,8 @@ def _short(value: Any, width: int = 60) -> str:
 @click.option("--proposer-model", default=None, help="A model that critiques failures and rewrites the instruction.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--dev-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--dev-size", type=click.IntRange(min=1), default=None,
+              help="Dev examples that decide acceptance [default: 100, or budget/8 (at least 20) for small budgets].")
 @embedder_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: runs/TASK-MODEL-sSEED-bBUDGET].")
@@ -173,11 +174,12 @@ def _short(value: Any, width: int = 60) -> str:
 @click.option("--test/--no-test", "run_test", default=True, show_default=True,
               help="Score baseline and optimized prompt on the test split (outside the budget).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
-def optimize_command(task_ref: str, proposer_model: str | None, seed: int, rounds: int, dev_size: int,
+def optimize_command(task_ref: str, proposer_model: str | None, seed: int, rounds: int, dev_size: int | None,
                      embedder: str, out_dir: str | None, resume: bool, run_test: bool, as_json: bool,
                      **lm_args: Any) -> None:
     """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
     task = load_task(task_ref)
+    dev_size = dev_size or default_dev_size(lm_args["budget"])
     run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
                          {"task": str(task.root), "model": lm_args["model"], "api_base": lm_args["api_base"],
                           "proposer_model": proposer_model, "seed": seed, "budget": lm_args["budget"],

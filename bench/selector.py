@@ -513,16 +513,21 @@ def report(speed_path: Path, quality_path: Path) -> str:
                 vote = quality["datasets"][n]["vote"].get(vname)
                 cells.append(f"{vote['accuracy']:.3f}" if vote else "not run")
             lines.append(f"| kNN vote, no LM: {vname} | " + " | ".join(cells) + " |")
-        lines += ["", "LM calls made / mean prompt tokens / main error kinds per dataset:", ""]
         for n in names:
-            configs_ = quality["datasets"][n]["configs"]
-            calls = sum(r["lm_calls"] for r in configs_.values())
-            secs = sum(r["call_seconds"] for r in configs_.values())
-            lines.append(f"- {n}: {len(configs_)} configs, {calls} real LM calls in this run"
-                         + (f" ({calls / secs:.2f} calls/s of LM time)" if calls and secs else "")
-                         + "; mean prompt tokens " + ", ".join(f"{c}: {r['mean_prompt_tokens']:.0f}"
-                                                               for c, r in configs_.items() if c in
-                                                               ("zero-shot", "random-8", "knn-8 (minilm)")))
+            block = quality["datasets"][n]
+            lines += ["", f"{n}: pool {block['pool']:,}, test {block['test']}, per config (errors = parser's error kinds"
+                          " among the rows scored 0; `content` = well-formed but wrong label)", "",
+                      "| config | accuracy | n | real LM calls | LM s/call | mean prompt tokens | gold label among demos "
+                      "| errors |", "|---|---|---|---|---|---|---|---|"]
+            for cname in order:
+                row = block["configs"].get(cname)
+                if row is None:
+                    continue
+                per_call = f"{row['call_seconds'] / row['lm_calls']:.2f}" if row["lm_calls"] else "cached"
+                gold = f"{row['gold_in_demos']:.0%}" if "gold_in_demos" in row else "-"
+                errors = ", ".join(f"{kind} {count}" for kind, count in row["errors"].items())
+                lines.append(f"| {cname} | {row['accuracy']:.3f} | {row['n']} | {row['lm_calls']} | {per_call} | "
+                             f"{row['mean_prompt_tokens']:.0f} | {gold} | {errors} |")
         lines.append("")
     return "\n".join(lines)
 

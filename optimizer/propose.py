@@ -27,13 +27,14 @@ class Proposal:
 def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Example], *, backend: str,
             proposer: LM | None = None, heldout: Collection[str] = (), seed: int = 0,
             tried: Collection[str] = ()) -> list[Proposal]:
-    """Every new candidate for this round, without duplicates or prompts already tried (by `Prompt.key()`)."""
-    proposals = rule_patches(task, incumbent, analysis, pool, seed)
-    proposals += demo_settings(task, incumbent)
+    """Every new candidate for this round, best-first, without duplicates or prompts already tried (by key)."""
+    rules = rule_patches(task, incumbent, analysis, pool, seed)
+    rewrites = llm_rewrites(task, incumbent, analysis, proposer, heldout) if proposer is not None else []
+    constrain = []
     if output_constraint(task, backend) is not None and not incumbent.constrain:
-        proposals.append(Proposal(replace(incumbent, constrain=True), "constrain"))
-    if proposer is not None:
-        proposals += llm_rewrites(task, incumbent, analysis, proposer, heldout)
+        constrain = [Proposal(replace(incumbent, constrain=True), "constrain")]
+    # Best-first, one of each family before the rest: a small budget races only the head of this list.
+    proposals = rules[:1] + rewrites + constrain + demo_settings(task, incumbent) + rules[1:]
     seen = set(tried)
     unique = []
     for proposal in proposals:
@@ -48,7 +49,7 @@ def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Ex
 
 def rule_patches(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Example],
                  seed: int) -> list[Proposal]:
-    """One candidate per group whose kind has a rule, plus one with every patch at once."""
+    """One candidate with every patch at once, then one per group whose kind has a rule."""
     patches: dict[str, str] = {}
     for group in analysis.groups:
         patch = patch_for(task, group, pool, seed)
@@ -56,7 +57,7 @@ def rule_patches(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequen
             patches[f"rule:{group.kind}"] = patch
     proposals = [Proposal(_with(incumbent, patch), origin) for origin, patch in patches.items()]
     if len(patches) > 1:
-        proposals.append(Proposal(_with(incumbent, *patches.values()), "rule:all"))
+        proposals.insert(0, Proposal(_with(incumbent, *patches.values()), "rule:all"))
     return proposals
 
 

@@ -123,8 +123,26 @@ class OptimizeResult:
         }
 
 
+MIN_RACE_SIZE = 8
+
+
+def race_cost(candidates: int, sizes: Sequence[int]) -> int:
+    """LM calls a successive-halving race makes: every candidate on the first batch, then the surviving half of
+    the candidates on each further batch's new examples (the incumbent's answers are known already)."""
+    cost, alive, done = 0, candidates, 0
+    for size in sizes:
+        cost += alive * max(0, size - done)
+        done, alive = max(done, size), max(1, math.ceil(alive / 2))
+    return cost
+
+
 class OutOfBudget(Exception):
     """Raised inside the search when the next evaluation would not fit in the budget."""
+
+
+def default_dev_size(budget: int | None) -> int:
+    """Dev examples used to accept a candidate: 100, or an eighth of a small budget (at least 20)."""
+    return 100 if budget is None else min(100, max(20, budget // 8))
 
 
 def split_dev(task: Task, dev_size: int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -214,36 +232,61 @@ class _Search:
 
     def round(self, incumbent: Prompt) -> tuple[Prompt, bool]:
         before = self.dev_score(incumbent)
-        seen = self.evaluate(incumbent, self.sample(self.config.analysis_size, "analysis"), "analysis")
+        seen_examples = self.sample(self.config.analysis_size, "analysis")
+        seen = self.evaluate(incumbent, seen_examples, "analysis")
         analysis = analyze(self.task, seen, self.embedder, seed=self.seed)
         proposals = propose(self.task, incumbent, analysis, self.pool, backend=self.lm.backend_kind,
                             proposer=self.proposer, heldout=self.heldout, seed=self.seed, tried=self.candidates)
-        proposals = proposals[: self.config.max_candidates]
+        count, sizes = self.plan(min(len(proposals), self.config.max_candidates), len(seen_examples))
+        if proposals and not count:
+            raise OutOfBudget(f"{self.lm.budget.remaining} calls left: too few to race a candidate and check it on dev")
+        proposals = proposals[:count]
         for proposal in proposals:
             self._record(proposal.prompt, proposal.origin)
-        winner = self.race(incumbent, [p.prompt for p in proposals]) if proposals else None
+        winner = self.race(incumbent, [p.prompt for p in proposals], seen_examples, sizes) if proposals else None
         accepted = winner is not None and self.dev_score(winner) > before
-        if accepted:
-            self._mark(winner, accepted=True)  # type: ignore[arg-type]
-        elif winner is not None:
-            self._mark(winner, accepted=False)
+        if winner is not None:
+            self._mark(winner, accepted=accepted)
         after = self.dev_score(winner) if accepted else before  # type: ignore[arg-type]
         self.rounds.append(RoundRecord(self._round, analysis, len(proposals), winner.key() if winner else None,
                                        before, after, accepted))
         self._save_checkpoint()
         return (winner if accepted else incumbent), accepted  # type: ignore[return-value]
 
-    def race(self, incumbent: Prompt, contenders: list[Prompt]) -> Prompt | None:
-        """Successive halving on fresh train minibatches; the incumbent runs alongside as the bar to beat.
-        Returns the best contender if it beats the incumbent on the examples both saw, else None."""
+    def plan(self, candidates: int, seen: int) -> tuple[int, tuple[int, ...]]:
+        """How many candidates to race, on which batch sizes, so that the race and the winner's dev check fit in
+        the budget: fewer candidates first (proposals come best-first), then halved batches (down to 8)."""
+        sizes = tuple(min(size, seen) for size in self.config.race_sizes)
+        remaining = self.lm.budget.remaining
+        if remaining is None:
+            return candidates, sizes
+        available = remaining - len(self.dev)
+        while True:
+            for count in range(candidates, 0, -1):
+                if race_cost(count, sizes) <= available:
+                    return count, sizes
+            if sizes[0] <= MIN_RACE_SIZE:
+                return 0, sizes
+            sizes = tuple(max(MIN_RACE_SIZE, size // 2) for size in sizes)
+
+    def race(self, incumbent: Prompt, contenders: list[Prompt], seen: Sequence[Example],
+             sizes: Sequence[int]) -> Prompt | None:
+        """Successive halving on nested prefixes of the analysis sample, where the incumbent's answers are known
+        already (no new call); each stage adds examples and keeps the better half. Returns the best contender if it
+        beats the incumbent on the examples both saw, else None."""
+        done = 0
         totals = {p.key(): 0.0 for p in [incumbent, *contenders]}
-        for stage, size in enumerate(self.config.race_sizes, start=1):
-            batch = self.sample(size, f"race-{stage}")
+        for stage, size in enumerate(sizes, start=1):
+            batch = list(seen[done:size])
+            if not batch:
+                continue
             for prompt in [incumbent, *contenders]:
                 totals[prompt.key()] += self.evaluate(prompt, batch, f"race-{stage}").score * len(batch)
-            ranked = sorted(contenders, key=lambda p: -totals[p.key()])
-            contenders = ranked[: max(1, math.ceil(len(ranked) / 2))]
-        best = contenders[0]
+            done = size
+            if stage < len(sizes):
+                ranked = sorted(contenders, key=lambda p: -totals[p.key()])
+                contenders = ranked[: max(1, math.ceil(len(ranked) / 2))]
+        best = max(contenders, key=lambda p: totals[p.key()])
         return best if totals[best.key()] > totals[incumbent.key()] else None
 
     # --- records -----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from optimizer.lm import LM, Budget, LMRequest
 from optimizer.program import load_program
 from optimizer.retry import RetryPolicy
 from optimizer.run import RunFolder
-from optimizer.search import SearchConfig, optimize
+from optimizer.search import SearchConfig, optimize, race_cost
 from optimizer.task import load_task
 
 LABELS = ["alpha", "beta", "gamma"]
@@ -98,6 +98,21 @@ def test_budget_is_never_exceeded(planted, tmp_path: Path, budget: int) -> None:
     assert result.calls <= budget and backend.calls <= budget and lm.budget.calls == result.calls
     if budget < 600:
         assert result.stopped and result.stopped.startswith("budget")
+
+
+def test_a_small_budget_still_races_and_confirms_a_fix(planted, tmp_path: Path) -> None:
+    """The race shrinks to fit what is left after reserving the winner's dev check: 8 candidates do not fit in 90
+    calls, but the best-first head of the list does, and its winner is checked on dev and accepted."""
+    lm = model(Cache(tmp_path / "c"), 90, RecordingBackend())
+    result = optimize(planted, lm, config=CONFIG, seed=1)
+    assert result.calls <= 90
+    assert result.dev_scores["best"] == 1.0 and result.rounds[0].accepted
+    assert result.rounds[0].proposals < 8
+
+
+def test_race_cost_counts_new_examples_of_survivors() -> None:
+    assert race_cost(7, (16, 32)) == 7 * 16 + 4 * 16
+    assert race_cost(1, (16, 32)) == 32 and race_cost(3, (8,)) == 24
 
 
 def test_too_small_budget_says_so(planted, tmp_path: Path) -> None:
