@@ -32,6 +32,7 @@ KIND_TEXT = {
 }
 MIN_SILHOUETTE = 0.1
 MAX_GROUPS = 8
+MAX_PREDICTION_CHARS = 40
 
 
 def family(kind: str) -> str:
@@ -129,13 +130,21 @@ def cluster(vectors: np.ndarray, max_groups: int, seed: int) -> list[np.ndarray]
 
 
 def _group(task: Task, kind: str, rows: Sequence[EvalRow], vectors: np.ndarray) -> ErrorGroup:
-    confusions = Counter((str(row.gold), str(row.prediction)) for row in rows if task.output_type == "label")
+    confusions = Counter((str(row.gold), _shown(task, row.prediction)) for row in rows if task.output_type == "label")
     centroid = vectors.mean(axis=0)
     nearest = np.argsort(-(vectors @ centroid))[:3]
     examples = tuple({"id": rows[i].id, "inputs": dict(rows[i].inputs), "output": rows[i].output,
                       "gold": rows[i].gold} for i in nearest)
     pairs = tuple((gold, pred, n) for (gold, pred), n in confusions.most_common(5))
     return ErrorGroup(kind, len(rows), tuple(row.id for row in rows), pairs, examples, _summary(kind, rows, pairs))
+
+
+def _shown(task: Task, prediction: object) -> str:
+    """A prediction as shown in a confusion: a label as it is, free text (a form error) cut to a short line."""
+    text = " ".join(str(prediction).split())
+    if text in task.labels or len(text) <= MAX_PREDICTION_CHARS:
+        return text
+    return text[: MAX_PREDICTION_CHARS - 1] + "…"
 
 
 def _summary(kind: str, rows: Sequence[EvalRow], confusions: Sequence[tuple[str, str, int]]) -> str:

@@ -154,19 +154,26 @@ INTENTS: dict[str, list[str]] = {
 
 
 def support_intent(rng: random.Random) -> list[dict[str, Any]]:
-    """25 tickets per intent: each template filled with products, order numbers and openers/closers."""
-    rows = []
+    """25 distinct tickets per intent: each template filled with products, order numbers and openers/closers."""
+    rows, seen = [], set()
     for label, templates in INTENTS.items():
         for n in range(25):
-            p, p2 = rng.sample(PRODUCTS, 2)
-            body = templates[n % len(templates)].format(
-                p=p, p2=p2, order=f"#{rng.randint(10000, 99999)}", amount=f"${rng.randint(12, 240)}.{rng.randint(0, 99):02d}"
-            )
-            opener = rng.choice(OPENERS)
-            text = opener + (body[0].lower() + body[1:] if opener.endswith(", ") else body) + rng.choice(CLOSERS)
+            text = _ticket(rng, templates[n % len(templates)])
+            while text in seen:
+                text = _ticket(rng, templates[n % len(templates)])
+            seen.add(text)
             rows.append({"id": f"{label}-{n:02d}", "text": text, "label": label})
     rng.shuffle(rows)
     return rows
+
+
+def _ticket(rng: random.Random, template: str) -> str:
+    p, p2 = rng.sample(PRODUCTS, 2)
+    body = template.format(
+        p=p, p2=p2, order=f"#{rng.randint(10000, 99999)}", amount=f"${rng.randint(12, 240)}.{rng.randint(0, 99):02d}"
+    )
+    opener = rng.choice(OPENERS)
+    return opener + (body[0].lower() + body[1:] if opener.endswith(", ") else body) + rng.choice(CLOSERS)
 
 
 SIZES = {"S": ["small", "size S", "an S"], "M": ["medium", "size M", "an M"], "L": ["large", "size L", "an L"],
