@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import wraps
 from typing import Any
 
 import click
@@ -16,11 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from optimizer.cache import Cache
-from optimizer.errors import FormfitError, redact
+from optimizer.errors import FormfitError, public_url, redact
 from optimizer.evaluate import EvalResult, evaluate
-from optimizer.lm import DEFAULT_MODEL, LM, LOCAL_MODELS, Budget
+from optimizer.lm import CACHE_NAMESPACE as LM_NAMESPACE, DEFAULT_MODEL, LM, LOCAL_MODELS, Budget
 from optimizer.data import SUFFIXES, read_records
-from optimizer.embed import EMBEDDERS, make_embedder
+from optimizer.embed import CACHE_NAMESPACE as EMBEDDING_NAMESPACE, EMBEDDERS, make_embedder
 from optimizer.errors import ConfigError
 from optimizer.program import load_program
 from optimizer.run import RunFolder
@@ -70,7 +69,7 @@ def make_lm(model: str, api_base: str | None, threads: int | None, concurrency: 
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on a terminal (stderr); nothing elsewhere. Yields an `update(done, total)` callback."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
         task_id = progress.add_task(description, total=None)
         yield lambda done, total: progress.update(task_id, completed=done, total=total)
 
@@ -181,7 +180,8 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     task = load_task(task_ref)
     dev_size = dev_size or default_dev_size(lm_args["budget"])
     run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
-                         {"task": str(task.root), "model": lm_args["model"], "api_base": lm_args["api_base"],
+                         {"task": str(task.root), "model": lm_args["model"],
+                          "api_base": public_url(lm_args["api_base"]),
                           "proposer_model": proposer_model, "seed": seed, "budget": lm_args["budget"],
                           "rounds": rounds, "dev_size": dev_size, "embedder": embedder})
     lm = make_lm(**{**lm_args, "charge_cache_hits": True})
@@ -220,7 +220,7 @@ def default_run_dir(task: str, lm_args: dict[str, Any], seed: int) -> str:
 def live_progress(budget: int | None) -> Iterator[Callable[[dict[str, Any]], None]]:
     """A live line on a terminal: round, stage, best dev score, calls used of the budget."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
         task_id = progress.add_task("optimize", total=budget)
 
         def update(event: dict[str, Any]) -> None:
@@ -329,7 +329,8 @@ def cache_stats(cache_dir: str | None, as_json: bool) -> None:
 
 @cache_group.command("clear")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR")
-@click.option("--kind", "namespace", default=None, help="Only this kind of entry (e.g. lm, embedding).")
+@click.option("--kind", "namespace", type=click.Choice([LM_NAMESPACE, EMBEDDING_NAMESPACE]), default=None,
+              help="Only this kind of entry.")
 @click.option("--json", "as_json", is_flag=True)
 def cache_clear(cache_dir: str | None, namespace: str | None, as_json: bool) -> None:
     """Delete cached entries."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Sequence
@@ -52,13 +53,14 @@ def _read_text(path: Path) -> str:
 
 def _jsonl(path: Path, text: str) -> list[Row]:
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split on \n only: str.splitlines() would also cut at U+2028, \x0c, ... which JSON strings may hold raw
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{located(path, number)}: broken JSON line ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # also integers too long to convert, nesting too deep
+            raise DataError(f"{located(path, number)}: broken JSON line ({_json_problem(exc)})") from None
         if not isinstance(value, dict):
             raise DataError(f"{located(path, number)}: expected a JSON object, got {type(value).__name__}")
         records.append((number, value))
@@ -66,7 +68,7 @@ def _jsonl(path: Path, text: str) -> list[Row]:
 
 
 def _csv(path: Path, text: str) -> list[Row]:
-    rows = csv.reader(text.splitlines())
+    rows = csv.reader(io.StringIO(text, newline=""))  # keeps line breaks inside quoted fields
     try:
         header = next(rows)
     except StopIteration:
@@ -92,11 +94,20 @@ def _csv(path: Path, text: str) -> list[Row]:
 def _json(path: Path, text: str) -> list[Row]:
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{located(path, exc.lineno)}: broken JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # also integers too long to convert, nesting too deep
+        line = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
+        raise DataError(f"{located(path, line)}: broken JSON ({_json_problem(exc)})") from None
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise DataError(f"{path}: expected a JSON list of objects")
     return [(0, item) for item in value]
+
+
+def _json_problem(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(":")[0]
 
 
 def _check_sizes(path: Path, line: int, record: Record) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .cache import Cache, cache_key
-from .errors import ConfigError, FormfitError, ModelError
+from .errors import ConfigError, FormfitError, ModelError, public_url
 from .lm import server_key
 from .retry import RetryPolicy, user_error
 
@@ -132,7 +132,7 @@ class LiteLLMEmbedder:
 
     @property
     def id(self) -> str:
-        return f"litellm:{self.model}@{self.api_base or ''}"
+        return f"litellm:{self.model}@{public_url(self.api_base) or ''}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         batches = [list(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
@@ -149,13 +149,14 @@ class LiteLLMEmbedder:
         except FormfitError:
             raise
         except Exception as exc:  # noqa: BLE001 - one clear error for every provider failure
-            raise user_error(exc, self.model, self.api_base or self.model, self._answered, self.retry.max_retries) from None
+            endpoint = public_url(self.api_base) or self.model
+            raise user_error(exc, self.model, endpoint, self._answered, self.retry.max_retries) from None
         self._answered = True
         data = sorted(response.data, key=lambda item: item["index"])
         return [_pooled(item["embedding"]) for item in data]
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": "litellm", "model": self.model, "api_base": self.api_base}
+        return {"kind": "litellm", "model": self.model, "api_base": public_url(self.api_base)}
 
 
 def _pooled(embedding: Any) -> np.ndarray:

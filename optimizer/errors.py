@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from urllib.parse import urlsplit, urlunsplit
 
 
 class FormfitError(Exception):
@@ -56,8 +58,25 @@ def secret_values() -> list[str]:
     ]
 
 
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s]+@")
+
+
 def redact(text: str) -> str:
-    """Replace any credential from the environment that appears in `text` with `***`."""
+    """Replace any credential from the environment, and any user:password@ of a URL, in `text` with `***`."""
     for value in secret_values():
         text = text.replace(value, "***")
-    return text
+    return _URL_CREDENTIALS.sub("***@", text)
+
+
+def public_url(url: str | None) -> str | None:
+    """A URL without user:password, so no credential is written into a file or a message."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        if not (parts.username or parts.password):
+            return url
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # an unparsable URL (bad port, bad IPv6 bracket): keep nothing before its last @
+        return _URL_CREDENTIALS.sub("", url)
+    return urlunsplit(parts._replace(netloc=host))

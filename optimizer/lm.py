@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .cache import Cache, cache_key
-from .errors import BudgetExhausted, ConfigError, FormfitError, ModelError, redact
+from .errors import BudgetExhausted, ConfigError, FormfitError, ModelError, public_url, redact
 from .retry import RetryPolicy, user_error
 
 # LiteLLM would fetch its price table from the network at import; the copy it ships is used instead.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 DEFAULT_MODEL = "local/smollm2-135m"
+UNKNOWN_CONTEXT = 8192
 DEFAULT_THREADS = 1  # measured: llama.cpp runs faster with 1 thread than 2 on these 2-core machines
 CACHE_NAMESPACE = "lm"
 
@@ -376,6 +377,19 @@ class LM:
         return twin
 
     @property
+    def context_window(self) -> int:
+        """Tokens a prompt may hold: llama.cpp's `n_ctx` locally, else LiteLLM's `max_input_tokens` (8192 if
+        unknown, e.g. a model behind `--api-base`)."""
+        if is_local(self.model):
+            return self._n_ctx
+        import litellm
+
+        try:
+            return int(litellm.get_model_info(self.model).get("max_input_tokens") or UNKNOWN_CONTEXT)
+        except Exception:  # litellm raises a bare Exception for models missing from its table
+            return UNKNOWN_CONTEXT
+
+    @property
     def backend_kind(self) -> str:
         """"local" (llama.cpp in-process) or "litellm"."""
         return "local" if is_local(self.model) else "litellm"
@@ -424,7 +438,7 @@ class LM:
         except FormfitError:
             raise
         except Exception as exc:  # noqa: BLE001 - every backend failure becomes one clear error
-            endpoint = self.api_base or self.model
+            endpoint = public_url(self.api_base) or self.model
             raise user_error(exc, self.model, endpoint, self._ever_answered, self.retry.max_retries) from None
         self._ever_answered = True
         return response

@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .cache import Cache
 from .embed import Embedder
-from .errors import ConfigError
+from .errors import ConfigError, public_url
 from .lm import LM
 from .prompt import Prompt, build_request, output_constraint, parse_output
 from .select import DemoSource, ExampleSelector, NoDemos, RandomDemos, example_record
@@ -97,17 +96,6 @@ def save_program(directory: str | Path, task: Task, prompt: Prompt, pool: Sequen
             "api_base": public_url(lm.api_base), "scores": dict(scores)}
     (directory / PROGRAM_FILE).write_text(json.dumps(spec, indent=2, ensure_ascii=False))
     return directory
-
-
-def public_url(url: str | None) -> str | None:
-    """A URL without user:password, so no credential is written into a program."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if not (parts.username or parts.password):
-        return url
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=host))
 
 
 def load_program(path: str | Path, *, model: str | None = None, api_base: str | None = None,

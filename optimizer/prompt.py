@@ -123,7 +123,7 @@ def _parse_json(task: Task, text: str) -> Parsed:
         return Parsed(None, "invalid_json")
     try:
         value, end = json.JSONDecoder().raw_decode(text[start:])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # also integers too long to convert, nesting too deep
         return Parsed(None, "invalid_json")
     if not isinstance(value, dict):
         return Parsed(None, "invalid_json")

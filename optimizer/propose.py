@@ -1,5 +1,6 @@
 """Candidate prompts from error groups: rule-based instruction patches (no model needed), demo settings,
-constrained output, and, when a proposer model is set, LLM rewrites (critique a group, then edit the instruction).
+constrained output, and, when a proposer model is set, LLM rewrites (`critique_groups` has the proposer explain the
+largest groups; `llm_rewrites` has it edit the instruction to fix each).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .prompt import Prompt, field_title, output_constraint, render_gold
 from .task import Example, Task
 
 LEAK_MIN_CHARS = 20
+CRITIQUED_GROUPS = 2
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Ex
     if output_constraint(task, backend) is not None and not incumbent.constrain:
         constrain = [Proposal(replace(incumbent, constrain=True), "constrain")]
     # Best-first, one of each family before the rest: a small budget races only the head of this list.
-    proposals = rules[:1] + rewrites + constrain + demo_settings(task, incumbent) + rules[1:]
+    proposals = stacked(incumbent, rules, constrain) + rules[:1] + rewrites + constrain
+    proposals += demo_settings(task, incumbent) + rules[1:]
     seen = set(tried)
     unique = []
     for proposal in proposals:
@@ -42,6 +45,15 @@ def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Ex
             seen.add(proposal.prompt.key())
             unique.append(proposal)
     return unique
+
+
+def stacked(incumbent: Prompt, rules: Sequence[Proposal], constrain: Sequence[Proposal]) -> list[Proposal]:
+    """Every independent fix at once: all rule patches, constrained output, and 8 knn demos if none are used yet."""
+    prompt = rules[0].prompt if rules else incumbent
+    prompt = replace(prompt, constrain=prompt.constrain or bool(constrain))
+    if not incumbent.k:
+        prompt = replace(prompt, k=8, strategy="knn")
+    return [Proposal(prompt, "stacked")] if prompt != incumbent and (rules or constrain) else []
 
 
 # --- rule-based patches ----------------------------------------------------------------------------------------
@@ -144,15 +156,25 @@ Rewrite the instruction so that it fixes this, keeping everything that already w
 quote the examples. Reply with the new instruction only."""
 
 
+def critique_groups(task: Task, incumbent: Prompt, analysis: Analysis, proposer: LM,
+                    groups: int = CRITIQUED_GROUPS) -> Analysis:
+    """The analysis with the largest groups' template summaries replaced by the proposer's critique of them."""
+    critiqued = [
+        replace(group, summary=_ask(proposer, CRITIQUE.format(
+            description=task.description, instruction=incumbent.instruction, summary=group.summary,
+            examples=_examples_text(task, group))).strip() or group.summary)
+        for group in analysis.groups[:groups]
+    ]
+    return replace(analysis, groups=(*critiqued, *analysis.groups[groups:]))
+
+
 def llm_rewrites(task: Task, incumbent: Prompt, analysis: Analysis, proposer: LM,
-                 heldout: Collection[str], groups: int = 2) -> list[Proposal]:
-    """For each of the largest groups: critique it, then edit the instruction (two proposer calls)."""
+                 heldout: Collection[str], groups: int = CRITIQUED_GROUPS) -> list[Proposal]:
+    """For each of the largest (critiqued, see `critique_groups`) groups: the proposer edits the instruction to
+    fix it. Edits that quote a dev or test input are dropped."""
     proposals = []
     for group in analysis.groups[:groups]:
-        critique = _ask(proposer, CRITIQUE.format(
-            description=task.description, instruction=incumbent.instruction, summary=group.summary,
-            examples=_examples_text(task, group)))
-        instruction = _ask(proposer, EDIT.format(instruction=incumbent.instruction, critique=critique))
+        instruction = _ask(proposer, EDIT.format(instruction=incumbent.instruction, critique=group.summary))
         instruction = instruction.strip().strip("<>").strip()
         if instruction and not leaks(instruction, heldout):
             proposals.append(Proposal(replace(incumbent, instruction=instruction), f"llm:{group.kind}"))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .errors import ConfigError, FormfitError, LMCallError, ModelError, redact
@@ -17,14 +18,30 @@ _RETRYABLE_NAMES = {
     "BadGatewayError", "JSONDecodeError", "APIResponseValidationError",
 }
 _CONNECTION_NAMES = {"APIConnectionError", "ConnectError", "ConnectionError", "RemoteProtocolError"}
+BASE_ENV = "FORMFIT_RETRY_BASE_S"
+
+
+def default_base_s() -> float:
+    """The first backoff step in seconds: 0.5, or `$FORMFIT_RETRY_BASE_S` (tests set it small)."""
+    text = os.environ.get(BASE_ENV, "").strip()
+    if not text:
+        return 0.5
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{BASE_ENV} must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, capped; a server's Retry-After wins when it asks for longer."""
+    """Exponential backoff with full jitter, capped; a server's Retry-After wins when it asks for longer.
+    `base_s` defaults to 0.5 s, or to `$FORMFIT_RETRY_BASE_S` when set."""
 
     max_retries: int = 5
-    base_s: float = 0.5
+    base_s: float = field(default_factory=default_base_s)
     cap_s: float = 30.0
 
     def delay(self, attempt: int, exc: BaseException) -> float:

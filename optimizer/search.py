@@ -26,7 +26,7 @@ from .errors import BudgetExhausted
 from .evaluate import EvalResult, evaluate
 from .lm import LM
 from .prompt import Prompt, output_constraint
-from .propose import propose
+from .propose import critique_groups, propose
 from .select import DemoSource, demo_source
 from .task import Example, Task, show_context
 
@@ -188,9 +188,7 @@ class _Search:
         remaining = lm.budget.remaining
         if remaining is not None and remaining < len(examples):
             raise OutOfBudget(f"{remaining} calls left, {len(examples)} needed for {stage}")
-        constraint = output_constraint(self.task, lm.backend_kind) if prompt.constrain else None
-        result = evaluate(task or self.task, prompt.instruction, lm, examples, demos=self.demos(prompt),
-                          seed=self.seed, constraint=constraint)
+        result = evaluate_prompt(task or self.task, prompt, lm, examples, self.demos(prompt), self.seed)
         self.trials.append(Trial(self._round, prompt.key(), stage, len(result.rows), result.score))
         self._save_checkpoint()
         self.on_event({"stage": stage, "round": self._round, "calls": lm.budget.calls, "budget": lm.budget.max_calls,
@@ -235,8 +233,13 @@ class _Search:
         seen_examples = self.sample(self.config.analysis_size, "analysis")
         seen = self.evaluate(incumbent, seen_examples, "analysis")
         analysis = analyze(self.task, seen, self.embedder, seed=self.seed)
-        proposals = propose(self.task, incumbent, analysis, self.pool, backend=self.lm.backend_kind,
-                            proposer=self.proposer, heldout=self.heldout, seed=self.seed, tried=self.candidates)
+        try:
+            if self.proposer is not None:
+                analysis = critique_groups(self.task, incumbent, analysis, self.proposer)
+            proposals = propose(self.task, incumbent, analysis, self.pool, backend=self.lm.backend_kind,
+                                proposer=self.proposer, heldout=self.heldout, seed=self.seed, tried=self.candidates)
+        except BudgetExhausted as exc:  # the proposer's calls share the budget
+            raise OutOfBudget(str(exc)) from None
         count, sizes = self.plan(min(len(proposals), self.config.max_candidates), len(seen_examples))
         if proposals and not count:
             raise OutOfBudget(f"{self.lm.budget.remaining} calls left: too few to race a candidate and check it on dev")
@@ -360,6 +363,11 @@ def context_probe(task: Task, prompt: Prompt, pool: Sequence[Example], examples:
     field_name = task.context_field or ""
     demos = demo_source(shown, [show_context(e, field_name) for e in pool], prompt.k, prompt.strategy, seed=seed,
                         embedder=embedder)
+    return evaluate_prompt(shown, prompt, lm, [show_context(e, field_name) for e in examples], demos, seed)
+
+
+def evaluate_prompt(task: Task, prompt: Prompt, lm: LM, examples: Sequence[Example], demos: DemoSource,
+                    seed: int) -> EvalResult:
+    """`evaluate` for a `Prompt`: its instruction, the given demo source, and its output constraint if any."""
     constraint = output_constraint(task, lm.backend_kind) if prompt.constrain else None
-    return evaluate(shown, prompt.instruction, lm, [show_context(e, field_name) for e in examples], demos=demos,
-                    seed=seed, constraint=constraint)
+    return evaluate(task, prompt.instruction, lm, examples, demos=demos, seed=seed, constraint=constraint)

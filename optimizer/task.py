@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -136,12 +137,13 @@ def load_task(ref: str | Path) -> Task:
     )
     if not task.inputs:
         raise TaskError(f"{where('inputs')}: 'inputs' must list at least one field")
-    splits = {name: (path, tuple(_examples(task, path, rows))) for name, (path, rows) in _split_rows(spec, root, where).items()}
+    rows = _split_rows(spec, root, where)
+    splits = {name: (path, tuple(_examples(task, path, found))) for name, (path, found) in rows.items()}
     for name, (path, examples) in splits.items():
         if not examples:
             raise TaskError(f"{path}: split {name!r} is empty")
     splits = {name: examples for name, (_, examples) in splits.items()}
-    _check_unique_ids(splits, root)
+    _check_unique_ids(rows)
     return replace(task, splits=splits)
 
 
@@ -159,6 +161,8 @@ def _read_spec(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise TaskError(f"{located(path, mark.line + 1 if mark else None)}: {problem}") from None
+    except RecursionError:
+        raise TaskError(f"{path}: YAML nested too deeply") from None
     if not isinstance(spec, dict):
         raise TaskError(f"{located(path, 1)}: task.yaml must be a mapping of keys to values")
     lines = {key.value: key.start_mark.line + 1 for key, _ in node.value} if node is not None else {}
@@ -229,8 +233,10 @@ def _kind(value: Any) -> str:
 
 
 def _data_path(root: Path, ref: Any, where) -> Path:
-    if not isinstance(ref, str) or not ref.strip():
-        raise TaskError(f"{where('data')}: data file names must be non-empty strings, got {_kind(ref)}")
+    if not isinstance(ref, str) or not ref.strip() or "\0" in ref:
+        raise TaskError(
+            f"{where('data')}: data file names must be non-empty strings without NUL, got {_kind(ref)}"
+        )
     path = (root / ref).resolve()
     if Path(ref).is_absolute() or not path.is_relative_to(root.resolve()):
         raise TaskError(f"{where('data')}: data file {ref!r} is outside the task folder")
@@ -268,7 +274,7 @@ def _fractions(value: Any, where) -> dict[str, float]:
         not isinstance(value, dict)
         or not value
         or any(name not in SPLITS for name in value)
-        or not all(isinstance(v, (int, float)) and v > 0 for v in value.values())
+        or not all(isinstance(v, (int, float)) and v > 0 and math.isfinite(v) for v in value.values())
     ):
         raise TaskError(f"{where('split')}: 'split' maps split names to positive fractions, e.g. {DEFAULT_FRACTIONS}")
     return {name: float(v) for name, v in value.items()}
@@ -312,10 +318,12 @@ def _gold(task: Task, value: Any, place: str) -> Any:
     return gold
 
 
-def _check_unique_ids(splits: dict[str, tuple[Example, ...]], root: Path) -> None:
+def _check_unique_ids(splits: dict[str, tuple[Path, list[Row]]]) -> None:
+    """Example ids are unique across splits; the error names the second occurrence's file:line and the first."""
     seen: dict[str, str] = {}
-    for name, examples in splits.items():
-        for example in examples:
-            if example.id in seen:
-                raise TaskError(f"{root}: duplicate example id {example.id!r} (in {seen[example.id]} and {name})")
-            seen[example.id] = name
+    for name, (path, rows) in splits.items():
+        for line, record in rows:
+            example_id, place = str(record["id"]), f"{located(path, line or None)} ({name})"
+            if example_id in seen:
+                raise TaskError(f"{place}: duplicate example id {example_id!r} (first at {seen[example_id]})")
+            seen[example_id] = place

@@ -80,7 +80,8 @@ def test_finds_the_planted_fix(planted, tmp_path: Path) -> None:
     assert result.dev_scores["baseline"] == pytest.approx(0.5)
     assert result.dev_scores["best"] == 1.0 and result.test_scores["best"] == 1.0
     assert "Reply with exactly one label from this list" in result.best.instruction
-    assert any(c.accepted and c.origin.startswith("rule:") for c in result.candidates)
+    accepted = [c.origin for c in result.candidates if c.accepted and c.origin != "baseline"]
+    assert accepted and accepted[0] in ("stacked", "rule:all", "rule:label_outside_set")
     before = result.analysis_before
     assert before.kinds == {"label_outside_set": 10} and before.groups[0].kind == "label_outside_set"
     assert result.analysis_after.n_failures == 0

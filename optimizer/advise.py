@@ -1,0 +1,392 @@
+"""Fine-tune or not, measured on the task's own data.
+
+`measure()` runs the prompt-only approaches on the test split (seeded sample of `limit` examples, pool = train):
+accuracy against the number of demos (random and knn, k doubling up to what the context window holds), against
+the pool size at the best k, the best prompt-only program (a saved program, a budgeted `optimize`, or the best
+curve point), that program with constrained output and with the task's context shown (oracle retrieval), and the
+error taxonomy of the best program. Every score carries a bootstrap interval over the examples.
+
+`decide()` turns the measurements into one verdict with its reasons as numbers, the expected gain as an interval
+and the cost break-even. The rules and their thresholds are module constants, in the order they are tried:
+
+1. *add retrieval, do not fine-tune for this*: showing the context gains >= CONTEXT_GAIN (interval above 0) and
+   fact errors are >= FACT_SHARE of the failures (fine-tuning does not teach facts; Ovadia et al. 2023,
+   Gekhman et al. 2024).
+2. *prompt-only is enough*: the best program is at CEILING, or the demo and pool curves are flat (< PLATEAU per
+   doubling) -- unless the break-even says a distilled fine-tune pays for itself at the user's monthly calls:
+   *fine-tune (distill) for cost or latency*.
+3. *fine-tune for form*: form errors remain on >= FORM_RATE of the examples after the best prompt and constrained
+   output does not remove them, or the task has >= MANY_LABELS labels and the demo curve still rises
+   (>= RISING per doubling): label boundaries in-context learning does not reach (LongICLBench).
+4. *collect more data first*: the pool curve gains >= MORE_DATA per doubling (interval above 0).
+5. otherwise *run a pilot fine-tune to confirm*.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .analyze import FORM_KINDS, analyze
+from .costs import BreakEven, Prices, break_even
+from .embed import Embedder, make_embedder
+from .errors import BudgetExhausted
+from .evaluate import EvalResult
+from .lm import LM, Budget
+from .prompt import MAX_TOKENS, Prompt, output_constraint, render_gold, render_inputs
+from .search import SearchConfig, context_probe, evaluate_prompt, optimize
+from .select import demo_source
+from .stats import Estimate, difference, mean, slope_per_doubling
+from .task import Task
+
+CONTEXT_GAIN = 0.10
+FACT_SHARE = 0.5
+CEILING = 0.95
+PLATEAU = 0.01
+FORM_RATE = 0.10
+MANY_LABELS = 20
+RISING = 0.02
+MORE_DATA = 0.03
+CHARS_PER_TOKEN = 3.5
+CONTEXT_USE = 0.75  # share of the context window the demos may fill
+
+VERDICTS = {
+    "add_retrieval": "Add retrieval; do not fine-tune for this",
+    "prompt_only": "Prompt-only is enough",
+    "fine_tune_cost": "Fine-tune (distill) for cost or latency",
+    "fine_tune_form": "Fine-tune for form",
+    "collect_data": "Collect more data first",
+    "pilot": "Run a pilot fine-tune to confirm",
+}
+Event = Callable[[dict[str, Any]], None]
+ZERO_SHOT = ("zero-shot", 0)
+
+
+@dataclass(frozen=True)
+class AdviseConfig:
+    """What `measure` runs: `limit` test examples, k values (capped by pool and context), pool fractions."""
+
+    limit: int = 60
+    ks: tuple[int, ...] = (0, 1, 2, 4, 8, 16)
+    strategies: tuple[str, ...] = ("random", "knn")
+    pool_fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    seed: int = 0
+    embedder: str = "tfidf"
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One point of a curve: x (k, or pool size), the score with its interval, mean prompt tokens per call."""
+
+    x: int
+    score: Estimate
+    prompt_tokens: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"x": self.x, "score": self.score.to_dict(), "prompt_tokens": self.prompt_tokens}
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Everything `decide` looks at. Gains are paired differences on the same examples."""
+
+    task: str
+    model: str
+    output_type: str
+    n_labels: int
+    n_pool: int
+    n_eval: int
+    demo_curves: dict[str, tuple[CurvePoint, ...]]
+    best_k: int
+    pool_curve: tuple[CurvePoint, ...]
+    pool_gain: Estimate | None
+    demo_gain: Estimate | None
+    best_prompt: Prompt
+    best_origin: str
+    best: Estimate
+    constrained_gain: Estimate | None
+    context_gain: Estimate | None
+    kinds: dict[str, int]
+    shares: dict[str, float]
+    form_rate: float
+    prompt_tokens_now: float
+    prompt_tokens_tuned: float
+    completion_tokens: float
+    training_tokens: float
+    calls: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["demo_curves"] = {name: [p.to_dict() for p in points] for name, points in self.demo_curves.items()}
+        data["pool_curve"] = [p.to_dict() for p in self.pool_curve]
+        data["best_prompt"] = self.best_prompt.to_dict()
+        return data
+
+
+@dataclass(frozen=True)
+class Advice:
+    """The verdict, its reasons (each with numbers), the expected gain as an interval, and the cost break-even."""
+
+    verdict: str
+    title: str
+    reasons: tuple[str, ...]
+    expected_gain: Estimate | None
+    break_even: BreakEven
+    prices: Prices
+    monthly_calls: int | None
+    months: float
+    measurements: Measurements = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "title": self.title, "reasons": list(self.reasons),
+                "expected_gain": self.expected_gain.to_dict() if self.expected_gain else None,
+                "break_even": self.break_even.to_dict(),
+                "break_even_monthly_calls": self.break_even.monthly(self.months),
+                "prices": self.prices.to_dict(), "monthly_calls": self.monthly_calls, "months": self.months,
+                "measurements": self.measurements.to_dict()}
+
+
+# --- measuring -------------------------------------------------------------------------------------------------
+
+
+def measure(task: Task, lm: LM, *, program: Prompt | None = None, optimize_budget: int | None = None,
+            config: AdviseConfig | None = None, on_event: Event | None = None) -> Measurements:
+    """Run every measurement `decide` needs. `program`: the best prompt from an earlier `optimize`; else, with
+    `optimize_budget`, one is optimized here (dev split, its own budget); else the best curve point is used."""
+    config = config or AdviseConfig()
+    run = _Runner(task, lm, config, on_event or (lambda event: None))
+    curves = {strategy: run.curve(strategy) for strategy in config.strategies}
+    scored = [(run.results[(s, p.x) if p.x else ZERO_SHOT].score, -p.x, s) for s, points in curves.items()
+              for p in points]
+    _, fewest, best_strategy = max(scored)  # ties go to fewer demos
+    best_k = -fewest
+    pool_curve = run.pool_curve(best_k) if best_k else ()
+    origin, best_prompt = "program", program
+    if best_prompt is None and optimize_budget:
+        origin, best_prompt = "optimize", run.optimized(optimize_budget)
+    if best_prompt is None:
+        origin, best_prompt = "curve", Prompt(task.instruction, best_k, best_strategy)
+    best = run.prompt(best_prompt, "best")
+    constrained = None
+    if output_constraint(task, lm.backend_kind) is not None and not best_prompt.constrain:
+        constrained = difference(_scores(run.prompt(replace(best_prompt, constrain=True), "constrained")),
+                                 _scores(best), config.seed)
+    context_gain, fixed = None, set()
+    if task.context_field:
+        shown = run.step("context", lambda: context_probe(task, best_prompt, run.pool, run.examples, lm, config.seed,
+                                                          run.embedder))
+        context_gain = difference(_scores(shown), _scores(best), config.seed)
+        fixed = {a.id for a, b in zip(shown.rows, best.rows) if a.error_kind is None and b.error_kind == "content"}
+    analysis = analyze(task, best, run.embedder, context_fixed=fixed, seed=config.seed)
+    form = sum(count for kind, count in analysis.kinds.items() if kind in FORM_KINDS)
+    zero_shot = run.results[ZERO_SHOT]
+    tuned_tokens = _mean(row.prompt_tokens for row in zero_shot.rows)
+    completion = _mean(row.completion_tokens for row in best.rows)
+    demo_strategy = "knn" if "knn" in curves else config.strategies[-1]
+    return Measurements(
+        task=task.name, model=lm.model, output_type=task.output_type, n_labels=len(task.labels),
+        n_pool=len(run.pool), n_eval=len(run.examples), demo_curves=curves, best_k=best_k, pool_curve=pool_curve,
+        pool_gain=run.pool_gain(pool_curve), demo_gain=run.last_doubling(demo_strategy, curves[demo_strategy]),
+        best_prompt=best_prompt, best_origin=origin, best=mean(_scores(best), config.seed),
+        constrained_gain=constrained, context_gain=context_gain, kinds=dict(analysis.kinds),
+        shares=analysis.shares(), form_rate=form / max(1, len(best.rows)),
+        prompt_tokens_now=_mean(row.prompt_tokens for row in best.rows), prompt_tokens_tuned=tuned_tokens,
+        completion_tokens=completion, training_tokens=len(run.pool) * (tuned_tokens + completion),
+        calls=lm.usage.calls,
+    )
+
+
+class _Runner:
+    """The evaluations of one `measure` call, each kept by (strategy, k) or name."""
+
+    def __init__(self, task: Task, lm: LM, config: AdviseConfig, on_event: Event) -> None:
+        self.task, self.lm, self.config, self.on_event = task, lm, config, on_event
+        self.pool = list(task.split("train"))
+        test = list(task.split("test"))
+        random.Random(config.seed).shuffle(test)
+        self.examples = test[: config.limit]
+        self.embedder: Embedder = make_embedder(config.embedder, cache=lm.cache)
+        self.results: dict[Any, EvalResult] = {}
+
+    def step(self, name: str, work: Callable[[], EvalResult]) -> EvalResult:
+        self.on_event({"stage": name, "calls": self.lm.usage.calls})
+        result = work()
+        if not result.complete:
+            raise BudgetExhausted(f"the budget ran out while measuring {name} after {self.lm.usage.calls} calls; "
+                                  "rerun with a larger --budget (completed calls are cached)")
+        return result
+
+    def ks(self) -> list[int]:
+        """The configured k values that fit the pool and CONTEXT_USE of the context window."""
+        sample = self.pool[:50]
+        per_demo = _mean(len(render_inputs(self.task, e.inputs)) + len(render_gold(self.task, e.gold)) + 20
+                         for e in sample) / CHARS_PER_TOKEN
+        base = (len(self.task.instruction) + per_demo * CHARS_PER_TOKEN) / CHARS_PER_TOKEN + 64
+        room = self.lm.context_window * CONTEXT_USE - base - MAX_TOKENS[self.task.output_type]
+        return [0] + [k for k in self.config.ks if 0 < k <= len(self.pool) and k * per_demo <= room]
+
+    def curve(self, strategy: str) -> tuple[CurvePoint, ...]:
+        """Scores over k for one strategy; k = 0 (zero-shot) is measured once for all strategies."""
+        points = []
+        for k in self.ks():
+            key = ZERO_SHOT if k == 0 else (strategy, k)
+            if key not in self.results:
+                source = demo_source(self.task, self.pool, k, strategy, seed=self.config.seed, embedder=self.embedder)
+                prompt = Prompt(self.task.instruction, k, strategy)
+                self.results[key] = self.step("zero-shot" if k == 0 else f"{strategy} k={k}", lambda: evaluate_prompt(
+                    self.task, prompt, self.lm, self.examples, source, self.config.seed))
+            points.append(self._point(k, self.results[key]))
+        return tuple(points)
+
+    def pool_curve(self, k: int) -> tuple[CurvePoint, ...]:
+        shuffled = list(self.pool)
+        random.Random(self.config.seed).shuffle(shuffled)
+        points = []
+        for fraction in self.config.pool_fractions:
+            size = max(k, round(len(shuffled) * fraction))
+            if points and size == points[-1].x:
+                continue
+            source = demo_source(self.task, shuffled[:size], k, "knn", seed=self.config.seed, embedder=self.embedder)
+            prompt = Prompt(self.task.instruction, k, "knn")
+            self.results[("pool", size)] = self.step(f"pool {size}", lambda: evaluate_prompt(
+                self.task, prompt, self.lm, self.examples, source, self.config.seed))
+            points.append(self._point(size, self.results[("pool", size)]))
+        return tuple(points)
+
+    def pool_gain(self, points: Sequence[CurvePoint]) -> Estimate | None:
+        if len(points) < 2:
+            return None
+        columns = [_scores(self.results[("pool", p.x)]) for p in points]
+        return slope_per_doubling(columns, [p.x for p in points], self.config.seed)
+
+    def last_doubling(self, strategy: str, points: Sequence[CurvePoint]) -> Estimate | None:
+        """Gain from half the largest k to the largest k (the curve's last doubling), on the same examples."""
+        if len(points) < 3:
+            return None
+        return difference(_scores(self.results[(strategy, points[-1].x)]),
+                          _scores(self.results[(strategy, points[-2].x)]), self.config.seed)
+
+    def optimized(self, budget: int) -> Prompt:
+        self.on_event({"stage": "optimize", "calls": self.lm.usage.calls})
+        result = optimize(self.task, self.lm.with_budget(Budget(budget, charge_cache_hits=True)),
+                          config=SearchConfig(embedder=self.config.embedder), seed=self.config.seed,
+                          embedder=self.embedder)
+        return result.best
+
+    def prompt(self, prompt: Prompt, name: str) -> EvalResult:
+        source = demo_source(self.task, self.pool, prompt.k, prompt.strategy, seed=self.config.seed,
+                             embedder=self.embedder)
+        return self.step(name, lambda: evaluate_prompt(self.task, prompt, self.lm, self.examples, source,
+                                                       self.config.seed))
+
+    def _point(self, x: int, result: EvalResult) -> CurvePoint:
+        return CurvePoint(x, mean(_scores(result), self.config.seed), _mean(r.prompt_tokens for r in result.rows))
+
+
+def _scores(result: EvalResult) -> list[float]:
+    return [row.score for row in result.rows]
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+# --- deciding --------------------------------------------------------------------------------------------------
+
+
+def decide(m: Measurements, prices: Prices, *, monthly_calls: int | None = None, months: float = 12.0) -> Advice:
+    """The verdict for measurements `m` (rules in the module docstring)."""
+    cost = break_even(prices, prompt_tokens_now=m.prompt_tokens_now, prompt_tokens_tuned=m.prompt_tokens_tuned,
+                      completion_tokens=m.completion_tokens, training_tokens=m.training_tokens)
+    verdict, reasons, gain = _rule(m, cost, monthly_calls, months)
+    reasons += _context(m, cost, months)
+    return Advice(verdict, VERDICTS[verdict], tuple(reasons), gain, cost, prices, monthly_calls, months, m)
+
+
+def _rule(m: Measurements, cost: BreakEven, monthly_calls: int | None,
+          months: float) -> tuple[str, list[str], Estimate | None]:
+    best = f"the best prompt-only program scores {m.best.text()} ({_describe(m.best_prompt)})"
+    if m.context_gain and m.context_gain.low > 0 and m.context_gain.value >= CONTEXT_GAIN \
+            and m.shares["fact"] >= FACT_SHARE:
+        return "add_retrieval", [
+            best,
+            f"showing the task's context changes the score by {m.context_gain.text(points=True)}",
+            f"{m.shares['fact']:.0%} of its failures are fact errors that the context fixes",
+            "fine-tuning does not reliably add facts and can raise hallucination (Gekhman et al. 2024); "
+            "retrieval beat fine-tuning for new facts (Ovadia et al. 2023)",
+        ], m.context_gain
+    flat = _flat(m)
+    if m.best.value >= CEILING or flat:
+        why = [best, f"at or above the {CEILING:.0%} ceiling" if m.best.value >= CEILING else
+               f"more demos ({_gain(m.demo_gain)} for the last doubling of k) and more data "
+               f"({_gain(m.pool_gain)} per doubling of the pool) no longer help: the curves are flat"]
+        monthly = cost.monthly(months)
+        if monthly_calls is not None and monthly is not None and monthly_calls >= monthly:
+            return "fine_tune_cost", why + [
+                f"a fine-tuned model would need {m.prompt_tokens_tuned:.0f} prompt tokens per call instead of "
+                f"{m.prompt_tokens_now:.0f}; at {monthly_calls:,} calls a month it pays back its "
+                f"${cost.training_cost:,.2f} training in {cost.calls_to_break_even / monthly_calls:.1f} months"
+            ], None
+        return "prompt_only", why, None
+    if m.form_rate >= FORM_RATE and not (m.constrained_gain and m.constrained_gain.value >= m.form_rate / 2):
+        low, high = m.form_rate / 2, m.form_rate
+        return "fine_tune_form", [
+            best, f"form errors remain on {m.form_rate:.0%} of the examples after the best prompt "
+                  f"({_kinds(m)})",
+            "constrained output does not remove them" + (
+                f" ({m.constrained_gain.text(points=True)})" if m.constrained_gain else
+                " (this backend cannot constrain the output)"),
+            "form is what fine-tuning teaches well (output format, structure, label boundaries)",
+        ], Estimate((low + high) / 2, low, high, m.n_eval)
+    if m.n_labels >= MANY_LABELS and m.demo_gain and m.demo_gain.value >= RISING:
+        return "fine_tune_form", [
+            best, f"{m.n_labels} labels, and the demo curve still rises ({_gain(m.demo_gain)} for the last doubling "
+                  f"of k): the prompt cannot hold enough examples of every label boundary",
+            "with many labels, fine-tuning learns boundaries that in-context examples do not reach (LongICLBench)",
+        ], m.demo_gain
+    if m.pool_gain and m.pool_gain.low > 0 and m.pool_gain.value >= MORE_DATA:
+        return "collect_data", [
+            best, f"each doubling of the demo pool adds {_gain(m.pool_gain)} (pool of {m.n_pool})",
+            "a fine-tune would need that data too; collect it, then measure again",
+        ], m.pool_gain
+    return "pilot", [
+        best, f"the last doubling of k changed the score by {_gain(m.demo_gain)}, a doubling of the pool by "
+              f"{_gain(m.pool_gain)}: neither flat nor clearly rising",
+        f"fact errors {m.shares['fact']:.0%}, form errors on {m.form_rate:.0%} of examples: no single cause",
+        "a pilot fine-tune on the train split, scored on the same test examples, settles it",
+    ], m.demo_gain
+
+
+def _flat(m: Measurements) -> bool:
+    curves = [gain for gain in (m.demo_gain, m.pool_gain) if gain is not None]
+    return bool(curves) and all(gain.value < PLATEAU for gain in curves) and m.form_rate < FORM_RATE
+
+
+def _context(m: Measurements, cost: BreakEven, months: float) -> list[str]:
+    notes = [f"prompt tokens per call: {m.prompt_tokens_now:.0f} now, about {m.prompt_tokens_tuned:.0f} for a "
+             f"fine-tuned model (instruction and input only)"]
+    monthly = cost.monthly(months)
+    if monthly is not None:
+        notes.append(f"a fine-tune (training ${cost.training_cost:,.2f}) pays for itself above {monthly:,.0f} calls "
+                     f"a month over {months:g} months (per call ${cost.cost_per_call_now:.6f} now, "
+                     f"${cost.cost_per_call_tuned:.6f} tuned)")
+    else:
+        notes.append("with these prices a fine-tuned call is not cheaper in dollars; any saving is latency "
+                     "(shorter prompts)")
+    return notes
+
+
+def _describe(prompt: Prompt) -> str:
+    demos = f"{prompt.k} {prompt.strategy} demos" if prompt.k else "no demos"
+    return demos + (", constrained output" if prompt.constrain else "")
+
+
+def _gain(estimate: Estimate | None) -> str:
+    return estimate.text(points=True) if estimate else "n/a"
+
+
+def _kinds(m: Measurements) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in m.kinds.items() if kind in FORM_KINDS) or "none"

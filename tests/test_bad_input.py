@@ -1,0 +1,509 @@
+"""Bad input through the CLI: every malformed task, data file or option stops with exit code 2 and exactly one
+line on stderr, `formfit: error: ...`, naming the problem and where it is (file:line, the file, or the option).
+
+Every case fails before any LM call: nothing here loads the local llama.cpp model (it loads lazily, on the first
+call). One case reaches LiteLLM, against a closed port on 127.0.0.1, with a short retry backoff.
+
+A second part checks that an evaluation stopped by its budget or by a failing model keeps every call it
+completed: rerunning it makes only the missing calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cli
+from conftest import SPEC, ScriptedBackend, free_port, last_user_text, write_task
+from optimizer.lm import LM
+from optimizer.retry import RetryPolicy
+
+ROW = {"id": "a", "text": "x", "label": "yes"}
+
+
+def jsonl(*rows: dict[str, Any]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def rows(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"id": f"r{i}", "text": f"item {i}", "label": "yes" if i % 2 else "no"} for i in range(start, start + n)]
+
+
+def spec_line(root: Path, key: str) -> int:
+    """The line of `key:` in a task.yaml that write_task wrote."""
+    lines = (root / "task.yaml").read_text().splitlines()
+    return next(number for number, line in enumerate(lines, start=1) if line.startswith(f"{key}:"))
+
+
+def without(key: str) -> dict[str, Any]:
+    return {k: v for k, v in SPEC.items() if k != key}
+
+
+# A case builds its input under `tmp` and returns (CLI arguments, fragments the error line must contain).
+Case = Callable[[Path], tuple[list[str], list[str]]]
+CASES: dict[str, Case] = {}
+
+
+def case(name: str) -> Callable[[Case], Case]:
+    def register(build: Case) -> Case:
+        assert name not in CASES
+        CASES[name] = build
+        return build
+
+    return register
+
+
+def task_case(name: str, spec: dict[str, Any], key: str | None, *fragments: str,
+              files: dict[str, str] | None = None) -> None:
+    """A task.yaml problem: the error names task.yaml, and the line of `key` when given."""
+
+    def build(tmp: Path) -> tuple[list[str], list[str]]:
+        root = write_task(tmp / "t", spec, files)
+        place = f"task.yaml:{spec_line(root, key)}:" if key else "task.yaml:"
+        return ["eval", str(root)], [place, *fragments]
+
+    case(name)(build)
+
+
+# --- task.yaml --------------------------------------------------------------------------------------------------
+
+for _key in ("name", "description", "inputs", "output", "output_type", "metric", "instruction", "data"):
+    task_case(f"task-missing-{_key}", without(_key), None, f"missing required key '{_key}'")
+
+WRONG_TYPES = {
+    "name": (42, "'name' must be a non-empty string, got int 42"),
+    "description": (["a", "b"], "'description' must be a non-empty string, got list"),
+    "inputs": ("text", "'inputs' must be a list of non-empty strings, got str 'text'"),
+    "output": (3, "'output' must be a non-empty string, got int 3"),
+    "output_type": (["label"], "'output_type' must be a non-empty string, got list"),
+    "metric": (5, "'metric' must be a non-empty string, got int 5"),
+    "instruction": ({"a": 1}, "'instruction' must be a non-empty string, got dict"),
+    "data": (7, "data file names must be non-empty strings without NUL, got int 7"),
+}
+for _key, (_value, _message) in WRONG_TYPES.items():
+    task_case(f"task-wrong-type-{_key}", {**SPEC, _key: _value}, _key, _message)
+
+task_case("task-empty-instruction", {**SPEC, "instruction": "   "}, "instruction", "'instruction' must be a non-empty")
+task_case("task-unknown-metric", {**SPEC, "metric": "bleu"}, "metric", "unknown metric 'bleu'")
+task_case("task-unknown-output-type", {**SPEC, "output_type": "image"}, "output_type", "unknown output_type 'image'")
+task_case("task-unknown-key", {**SPEC, "colour": "red"}, "colour", "unknown key 'colour'")
+task_case("task-duplicate-labels", {**SPEC, "labels": ["yes", "no", "yes"]}, "labels", "'labels' has duplicates")
+task_case("task-labels-not-a-list", {**SPEC, "labels": "yes,no"}, "labels", "'labels' must be a list")
+task_case("task-label-task-without-labels", without("labels"), "output_type", "needs a non-empty 'labels' list")
+task_case("task-bad-name", {**SPEC, "name": "Bad Name"}, "name", "must use only a-z, 0-9 and _")
+task_case("task-bad-schema-type", {**SPEC, "output_type": "json", "output_schema": {"a": "date"}}, "output_schema",
+          "type of 'a' must be one of")
+task_case("task-unknown-split-name", {**SPEC, "data": {"validation": "train.jsonl"}}, "data", "'data' maps split names")
+task_case("task-split-with-split-files", {**SPEC, "split": {"train": 0.5, "test": 0.5}}, "split",
+          "'split' only applies when 'data' is a single file")
+task_case("task-infinite-split-fraction", {**SPEC, "data": "train.jsonl", "split": {"train": float("inf"), "test": 1}},
+          "split", "'split' maps split names to positive fractions")
+task_case("task-seed-not-int", {**SPEC, "data": "train.jsonl", "seed": "seven"}, "seed", "'seed' must be an integer")
+task_case("task-nul-in-file-name", {**SPEC, "data": {"train": "tr\0ain.jsonl", "test": "test.jsonl"}}, "data",
+          "without NUL")
+
+
+@case("task-labels-not-matching-data")
+def _(tmp: Path):
+    root = write_task(tmp / "t", {**SPEC, "labels": ["yes", "maybe"]})  # train.jsonl line 1 is labelled 'no'
+    return ["eval", str(root)], ["train.jsonl:1:", "label 'no' is not in the task's labels"]
+
+
+@case("task-bad-yaml")
+def _(tmp: Path):
+    root = tmp / "t"
+    root.mkdir()
+    (root / "task.yaml").write_text("name: mini\ndescription: fine\ninputs: [text\noutput: label\n")
+    return ["eval", str(root)], ["task.yaml:4:"]
+
+
+@case("task-yaml-not-a-mapping")
+def _(tmp: Path):
+    root = tmp / "t"
+    root.mkdir()
+    (root / "task.yaml").write_text("- name\n- mini\n")
+    return ["eval", str(root)], ["task.yaml:1:", "must be a mapping"]
+
+
+@case("task-yaml-nested-too-deeply")
+def _(tmp: Path):
+    root = tmp / "t"
+    root.mkdir()
+    (root / "task.yaml").write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
+    return ["eval", str(root)], ["task.yaml", "nested too deeply"]
+
+
+@case("task-yaml-bad-encoding")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (root / "task.yaml").write_bytes(b"name: mini\ndescription: caf\xe9\n")
+    return ["eval", str(root)], ["task.yaml", "cannot read task.yaml"]
+
+
+@case("task-folder-without-task-yaml")
+def _(tmp: Path):
+    (tmp / "empty").mkdir()
+    return ["eval", str(tmp / "empty")], ["task.yaml", "task.yaml not found"]
+
+
+@case("task-no-such-task")
+def _(tmp: Path):
+    return ["eval", str(tmp / "nowhere")], ["nowhere", "no such task folder or built-in task"]
+
+
+@case("task-path-escape-dotdot")
+def _(tmp: Path):
+    (tmp / "outside.jsonl").write_text(jsonl(ROW))
+    root = write_task(tmp / "t", {**SPEC, "data": {"train": "../outside.jsonl", "test": "test.jsonl"}})
+    return ["eval", str(root)], [f"task.yaml:{spec_line(root, 'data')}:", "'../outside.jsonl' is outside the task"]
+
+
+@case("task-path-escape-absolute")
+def _(tmp: Path):
+    (tmp / "outside.jsonl").write_text(jsonl(ROW))
+    target = str(tmp / "outside.jsonl")
+    root = write_task(tmp / "t", {**SPEC, "data": {"train": target, "test": "test.jsonl"}})
+    return ["eval", str(root)], [f"task.yaml:{spec_line(root, 'data')}:", f"{target!r} is outside the task folder"]
+
+
+@case("task-path-escape-symlink")
+def _(tmp: Path):
+    (tmp / "outside.jsonl").write_text(jsonl(ROW))
+    root = write_task(tmp / "t", files={"test.jsonl": jsonl(*rows(2))})
+    (root / "train.jsonl").symlink_to(tmp / "outside.jsonl")
+    return ["eval", str(root)], [f"task.yaml:{spec_line(root, 'data')}:", "'train.jsonl' is outside the task folder"]
+
+
+# --- data files -------------------------------------------------------------------------------------------------
+
+
+def data_case(name: str, files: dict[str, str | bytes], *fragments: str, spec: dict[str, Any] | None = None) -> None:
+    """A data-file problem; `files` are written over the default valid task's files."""
+
+    def build(tmp: Path) -> tuple[list[str], list[str]]:
+        root = write_task(tmp / "t", spec or SPEC)
+        for file_name, content in files.items():
+            target = root / file_name
+            target.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return ["eval", str(root)], list(fragments)
+
+    case(name)(build)
+
+
+GOOD = jsonl(*rows(3))
+data_case("data-bad-encoding", {"train.jsonl": GOOD.encode() + b'{"id": "z", "text": "caf\xe9", "label": "no"}\n'},
+          "train.jsonl:4:", "not valid UTF-8")
+data_case("data-broken-json-line", {"train.jsonl": jsonl(ROW) + '{"id": "b", "text": \n'},
+          "train.jsonl:2:", "broken JSON line")
+data_case("data-non-object-line", {"train.jsonl": jsonl(ROW) + "[1, 2]\n"}, "train.jsonl:2:", "expected a JSON object")
+data_case("data-string-line", {"train.jsonl": jsonl(ROW) + '"just text"\n'}, "train.jsonl:2:", "expected a JSON object")
+data_case("data-missing-input-field", {"test.jsonl": jsonl({"id": "c", "label": "yes"})},
+          "test.jsonl:1:", "record has no field 'text'")
+data_case("data-missing-output-field", {"test.jsonl": jsonl(*rows(2, 10), {"id": "c", "text": "t"})},
+          "test.jsonl:3:", "record has no field 'label'")
+data_case("data-null-field", {"test.jsonl": jsonl({"id": "c", "text": None, "label": "yes"})},
+          "test.jsonl:1:", "record has no field 'text'")
+data_case("data-null-label", {"test.jsonl": '{"id": "c", "text": "t", "label": null}\n'},
+          "test.jsonl:1:", "record has no field 'label'")
+data_case("data-empty-split", {"test.jsonl": "\n\n"}, "test.jsonl", "split 'test' is empty")
+data_case("data-duplicate-ids-across-splits", {"test.jsonl": jsonl(*rows(1, 20), {**ROW, "id": "r1"})},
+          "test.jsonl:2", "duplicate example id 'r1'", "first at", "train.jsonl:2")
+data_case("data-duplicate-ids-in-a-file", {"train.jsonl": jsonl(*rows(3), {**ROW, "id": "r0"})},
+          "train.jsonl:4", "duplicate example id 'r0'", "first at", "train.jsonl:1")
+data_case("data-huge-field", {"train.jsonl": GOOD + jsonl({**ROW, "text": "a" * 100_001})},
+          "train.jsonl:4:", "field 'text' has 100,001 characters (limit 100,000)")
+data_case("data-integer-too-long", {"train.jsonl": GOOD + '{"id": "z", "text": ' + "9" * 5000 + ', "label": "no"}\n'},
+          "train.jsonl:4:", "broken JSON line")
+data_case("data-nested-too-deeply", {"train.jsonl": GOOD + "[" * 100_000 + "\n"}, "train.jsonl:4:", "nested too deeply")
+data_case("data-csv-column-mismatch", {"train.csv": "id,text,label\nr1,fine,yes\nr2,no label\n"},
+          "train.csv:3:", "expected 3 columns, found 2",
+          spec={**SPEC, "data": {"train": "train.csv", "test": "test.jsonl"}})
+data_case("data-csv-duplicate-header", {"train.csv": "id,text,text\nr1,a,b\n"},
+          "train.csv:1:", "CSV header has empty or duplicate column names",
+          spec={**SPEC, "data": {"train": "train.csv", "test": "test.jsonl"}})
+data_case("data-json-not-a-list", {"train.json": '{"id": "a", "text": "x", "label": "yes"}'},
+          "train.json", "expected a JSON list of objects",
+          spec={**SPEC, "data": {"train": "train.json", "test": "test.jsonl"}})
+data_case("data-json-broken", {"train.json": '[\n{"id": "a",\n "text": }\n]'}, "train.json:3:", "broken JSON",
+          spec={**SPEC, "data": {"train": "train.json", "test": "test.jsonl"}})
+data_case("data-unsupported-suffix", {"train.txt": "hello\n"}, "train.txt", "unsupported data file type '.txt'",
+          spec={**SPEC, "data": {"train": "train.txt", "test": "test.jsonl"}})
+data_case("data-json-output-not-json", {"train.jsonl": jsonl({"id": "j", "text": "t", "label": "{not json"})},
+          "train.jsonl:1:", "output field 'label' is not valid JSON",
+          spec={**without("labels"), "output_type": "json", "metric": "json_match"})
+
+
+@case("data-missing-file")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (root / "train.jsonl").unlink()
+    return ["eval", str(root)], ["train.jsonl", "data file not found"]
+
+
+@case("data-unreadable-directory")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (root / "test.jsonl").unlink()
+    (root / "test.jsonl").mkdir()  # a directory where the file should be: unreadable even for root
+    return ["eval", str(root)], ["test.jsonl", "cannot read data file"]
+
+
+@case("data-unreadable-chmod-000")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    target = root / "test.jsonl"
+    target.chmod(0)
+    if os.access(target, os.R_OK):
+        pytest.skip("this user (root) reads a file whatever its mode; data-unreadable-directory covers the case")
+    return ["eval", str(root)], ["test.jsonl", "cannot read data file"]
+
+
+# --- options ----------------------------------------------------------------------------------------------------
+
+
+def option_case(name: str, command: str, args: list[str], *fragments: str) -> None:
+    """A bad option on a valid task."""
+
+    def build(tmp: Path) -> tuple[list[str], list[str]]:
+        root = write_task(tmp / "t")
+        out = ["--out", str(tmp / "run")] if command == "optimize" else []
+        return [command, str(root), *args, *out], list(fragments)
+
+    case(name)(build)
+
+
+for _command in ("eval", "optimize"):
+    option_case(f"{_command}-limit-or-rounds-zero", _command, ["--limit" if _command == "eval" else "--rounds", "0"],
+                f"Invalid value for '{'--limit' if _command == 'eval' else '--rounds'}'", "0 is not in the range")
+    option_case(f"{_command}-threads-zero", _command, ["--threads", "0"], "Invalid value for '--threads'")
+    option_case(f"{_command}-threads-not-a-number", _command, ["--threads", "two"], "Invalid value for '--threads'",
+                "'two' is not a valid integer")
+    option_case(f"{_command}-budget-negative", _command, ["--budget", "-1"], "Invalid value for '--budget'")
+    option_case(f"{_command}-timeout-zero", _command, ["--timeout", "0"], "Invalid value for '--timeout'")
+    option_case(f"{_command}-concurrency-zero", _command, ["--concurrency", "0"], "Invalid value for '--concurrency'")
+option_case("eval-limit-not-a-number", "eval", ["--limit", "ten"], "Invalid value for '--limit'", "'ten'")
+option_case("eval-k-negative", "eval", ["--k", "-1"], "Invalid value for '--k'")
+option_case("eval-k-larger-than-pool", "eval", ["--k", "99"], "k=99 is larger than the demo pool (6 examples)")
+option_case("eval-budget-not-a-number", "eval", ["--budget", "lots"], "Invalid value for '--budget'", "'lots'")
+option_case("eval-timeout-not-a-number", "eval", ["--timeout", "soon"], "Invalid value for '--timeout'", "'soon'")
+option_case("eval-max-dollars-negative", "eval", ["--max-dollars", "-0.5"], "Invalid value for '--max-dollars'")
+option_case("eval-unknown-select-strategy", "eval", ["--select", "psychic"], "Invalid value for '--select'",
+            "'psychic' is not one of")
+option_case("eval-unknown-split", "eval", ["--split", "dev"], "has no split 'dev'")
+option_case("eval-unknown-option", "eval", ["--bogus"], "No such option: --bogus")
+option_case("eval-unknown-model", "eval", ["--model", "nosuch/model"], "unknown model 'nosuch/model'")
+option_case("eval-unknown-local-model", "eval", ["--model", "local/nope"], "unknown local model 'local/nope'")
+option_case("eval-missing-gguf-file", "eval", ["--model", "local/missing.gguf"], "missing.gguf: GGUF model file not found")
+option_case("optimize-dev-size-zero", "optimize", ["--dev-size", "0"], "Invalid value for '--dev-size'")
+option_case("optimize-unknown-model", "optimize", ["--model", "nosuch/model"], "unknown model 'nosuch/model'")
+
+
+@case("eval-unreachable-api-base")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    port = free_port()  # closed again at once: nothing listens there
+    url = f"http://user:hunter2pw@127.0.0.1:{port}/v1"
+    return (["eval", str(root), "--model", "openai/x", "--api-base", url, "--timeout", "1", "--limit", "1"],
+            [f"cannot reach http://127.0.0.1:{port}/v1"])
+
+
+@case("optimize-out-under-a-regular-file")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "plain").write_text("not a folder")
+    return ["optimize", str(root), "--out", str(tmp / "plain" / "run")], [
+        str(tmp / "plain" / "run"), "cannot write the run folder (Not a directory)"]
+
+
+@case("optimize-out-is-a-regular-file")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "plain").write_text("not a folder")
+    return ["optimize", str(root), "--out", str(tmp / "plain")], ["Invalid value for '--out'", "is a file"]
+
+
+@case("optimize-resume-nothing")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
+        str(tmp / "run"), "nothing to resume (no run.json)"]
+
+
+@case("optimize-resume-different-settings")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "run").mkdir()
+    (tmp / "run" / "run.json").write_text(json.dumps({"task": str(root), "seed": 5}))
+    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
+        "run.json", "--resume with a different"]
+
+
+@case("optimize-out-holds-a-run")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "run").mkdir()
+    (tmp / "run" / "run.json").write_text("{}")
+    return ["optimize", str(root), "--out", str(tmp / "run")], [str(tmp / "run"), "holds a run already"]
+
+
+@case("run-folder-not-a-program")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    return ["run", str(root), "hello"], [str(root), "not a saved formfit program"]
+
+
+@case("run-program-json-broken")
+def _(tmp: Path):
+    (tmp / "program").mkdir()
+    (tmp / "program" / "program.json").write_text('{"task": ')
+    return ["run", str(tmp / "program"), "hello"], [str(tmp / "program"), "not a saved formfit program"]
+
+
+@case("run-no-such-path")
+def _(tmp: Path):
+    return ["run", str(tmp / "nothing"), "hello"], ["Invalid value for 'PROGRAM'", "does not exist"]
+
+
+@case("select-k-larger-than-pool")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    return ["select", str(root), "item 3", "-k", "99"], ["k=99 is larger than the demo pool (6 examples)"]
+
+
+@case("select-k-zero")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    return ["select", str(root), "item 3", "-k", "0"], ["Invalid value for '-k'"]
+
+
+@case("select-unknown-strategy")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    return ["select", str(root), "item 3", "--strategy", "psychic"], ["Invalid value for '--strategy'"]
+
+
+@case("select-empty-pool-file")
+def _(tmp: Path):
+    (tmp / "pool.jsonl").write_text("\n")
+    return ["select", str(tmp / "pool.jsonl"), "item 3"], ["pool.jsonl", "the pool is empty"]
+
+
+@case("select-broken-pool-file")
+def _(tmp: Path):
+    (tmp / "pool.jsonl").write_text(jsonl(ROW) + "{oops\n")
+    return ["select", str(tmp / "pool.jsonl"), "item 3"], ["pool.jsonl:2:", "broken JSON line"]
+
+
+@case("cache-clear-unknown-kind")
+def _(tmp: Path):
+    return ["cache", "clear", "--kind", "lms"], ["Invalid value for '--kind'", "'lms' is not one of 'lm', 'embedding'"]
+
+
+@pytest.fixture
+def no_local_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the llama.cpp model is a test failure here: every case must fail before the first call."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a bad-input case loaded the local model")
+
+    monkeypatch.setattr("optimizer.lm.LocalBackend", refuse)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_exit_2(name: str, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      no_local_model: None) -> None:
+    monkeypatch.setenv("FORMFIT_RETRY_BASE_S", "0.01")  # the unreachable-server case retries with a short backoff
+    monkeypatch.chdir(tmp_path)  # a default run folder or ./cache would land here
+    (tmp_path / "case").mkdir()
+    args, fragments = CASES[name](tmp_path / "case")
+    code, out, err = run_cli(*args)
+    assert code == 2, (code, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("formfit: error: "), err
+    assert "Traceback" not in err + out
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert "hunter2pw" not in err + out  # a password in --api-base is never echoed
+
+
+def test_there_are_many_cases() -> None:
+    assert len(CASES) >= 40
+
+
+# --- nothing computed is lost -----------------------------------------------------------------------------------
+
+
+class FlakyBackend(ScriptedBackend):
+    """Answers 'yes'/'no' from the input; raises once it has answered `fail_after` requests. Records what it saw."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        super().__init__(lambda request: "yes" if int(re.search(r"item (\d+)", last_user_text(request))[1]) % 2 else "no")
+        self.fail_after, self.seen = fail_after, []
+
+    def call(self, request, timeout):
+        if self.fail_after is not None and len(self.seen) >= self.fail_after:
+            raise ValueError("the model server fell over")
+        self.seen.append(last_user_text(request))
+        return super().call(request, timeout)
+
+
+@pytest.fixture
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> Callable[[FlakyBackend], None]:
+    """Make the CLI build its LM on a given backend (model strings starting with fake/)."""
+
+    def use(backend: FlakyBackend) -> None:
+        def make(model: str, **kwargs: Any) -> LM:
+            return LM(model, backend=backend, retry=RetryPolicy(max_retries=0), **kwargs)
+
+        monkeypatch.setattr(cli, "LM", make)
+
+    return use
+
+
+def eval_task(tmp_path: Path) -> Path:
+    return write_task(tmp_path / "t", files={"train.jsonl": jsonl(*rows(4)), "test.jsonl": jsonl(*rows(8, 10))})
+
+
+def test_eval_stopped_by_the_budget_keeps_its_calls(run_cli, tmp_path: Path, fake_model) -> None:
+    root = eval_task(tmp_path)
+    first = FlakyBackend()
+    fake_model(first)
+    code, out, err = run_cli("eval", str(root), "--model", "fake/x", "--budget", "3", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["lm_calls"] == 3 and summary["n"] == 3 and "budget" in summary["stopped"]
+    assert "stopped early" in err and "Traceback" not in err
+    assert json.loads(run_cli("cache", "stats", "--json")[1])["entries"] == {"lm": 3}
+
+    second = FlakyBackend()
+    fake_model(second)
+    code, out, _ = run_cli("eval", str(root), "--model", "fake/x", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["n"] == 8 and summary["stopped"] is None
+    assert summary["cache_hits"] == 3 and summary["lm_calls"] == 5 == len(second.seen)
+    assert not set(first.seen) & set(second.seen)  # no completed call was made again
+
+
+def test_eval_stopped_by_a_failing_model_keeps_its_calls(run_cli, tmp_path: Path, fake_model) -> None:
+    root = eval_task(tmp_path)
+    first = FlakyBackend(fail_after=5)
+    fake_model(first)
+    code, out, err = run_cli("eval", str(root), "--model", "fake/x", "--concurrency", "1")
+    assert code == 1 and out == ""
+    assert err.splitlines() == [err.strip()] and err.startswith("formfit: error: fake/x: call failed")
+    assert "the model server fell over" in err and "Traceback" not in err
+    assert json.loads(run_cli("cache", "stats", "--json")[1])["entries"] == {"lm": 5}
+
+    second = FlakyBackend()
+    fake_model(second)
+    code, out, _ = run_cli("eval", str(root), "--model", "fake/x", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["n"] == 8 and summary["score"] == 1.0
+    assert summary["cache_hits"] == 5 and len(second.seen) == 3
+    assert not set(first.seen) & set(second.seen)

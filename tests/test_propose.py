@@ -1,0 +1,88 @@
+"""Proposals from error groups: rule patches, best-first order, and LLM critique -> rewrite with a proposer model
+that never gets to copy dev or test inputs into the instruction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from conftest import ScriptedBackend
+from optimizer.analyze import Analysis, ErrorGroup
+from optimizer.cache import Cache
+from optimizer.lm import LM, Budget, LMRequest
+from optimizer.prompt import Prompt
+from optimizer.propose import critique_groups, leaks, propose
+from optimizer.retry import RetryPolicy
+from optimizer.task import Example, Task
+
+TASK = Task(name="t", description="Say which letter.", inputs=("text",), output="label", output_type="label",
+            metric="label_match", instruction="Say which letter.", labels=("alpha", "beta"))
+POOL = [Example(id=f"p{i}", inputs={"text": f"train item {i}"}, gold=("alpha", "beta")[i % 2]) for i in range(10)]
+HELDOUT = "this dev input must never be quoted"
+
+
+def group(kind: str, confusions=()) -> ErrorGroup:
+    example = {"inputs": {"text": "train item 3"}, "output": "gamma", "gold": "beta"}
+    return ErrorGroup(kind=kind, size=4, row_ids=("p3",), confusions=tuple(confusions), examples=(example,),
+                      summary=f"template summary of {kind}")
+
+
+ANALYSIS = Analysis(n=10, kinds={"label_outside_set": 4, "content": 4},
+                    groups=(group("label_outside_set"), group("content", [("alpha", "beta", 4)])))
+
+
+def proposer(answers: dict[str, str], cache_dir: Path) -> LM:
+    def answer(request: LMRequest) -> str:
+        text = request.messages[-1]["content"]
+        return next(reply for start, reply in answers.items() if text.startswith(start))
+
+    return LM("fake/proposer", cache=Cache(cache_dir), budget=Budget(),
+              backend=ScriptedBackend(answer), retry=RetryPolicy(base_s=0.001))
+
+
+def test_rules_need_no_model_and_come_best_first() -> None:
+    proposals = propose(TASK, Prompt(TASK.instruction), ANALYSIS, POOL, backend="local")
+    origins = [p.origin for p in proposals]
+    assert origins[:3] == ["stacked", "rule:all", "constrain"] and origins[3].startswith("demos:")
+    stacked = proposals[0].prompt
+    assert stacked.constrain and (stacked.k, stacked.strategy) == (8, "knn")
+    assert stacked.instruction == proposals[1].prompt.instruction
+    assert {"rule:label_outside_set", "rule:content"} <= set(origins)
+    everything = proposals[1].prompt.instruction
+    assert "Reply with exactly one label from this list and nothing else: alpha, beta." in everything
+    assert 'Do not confuse alpha with beta.' in everything and '"train item' in everything
+    assert len({p.prompt.key() for p in proposals}) == len(proposals)
+
+
+def test_already_tried_prompts_are_not_proposed_again() -> None:
+    first = propose(TASK, Prompt(TASK.instruction), ANALYSIS, POOL, backend="local")
+    again = propose(TASK, Prompt(TASK.instruction), ANALYSIS, POOL, backend="local",
+                    tried={p.prompt.key() for p in first[:3]})
+    assert [p.origin for p in again] == [p.origin for p in first[3:]]
+
+
+def test_litellm_backends_get_no_label_constraint() -> None:
+    origins = [p.origin for p in propose(TASK, Prompt(TASK.instruction), ANALYSIS, POOL, backend="litellm")]
+    assert "constrain" not in origins
+
+
+def test_proposer_critiques_groups_then_rewrites(tmp_path: Path) -> None:
+    lm = proposer({"You improve instructions": "It answers with words outside the label set.",
+                   "Current instruction": "Say which letter. Answer alpha or beta only."}, tmp_path)
+    analysis = critique_groups(TASK, Prompt(TASK.instruction), ANALYSIS, lm)
+    assert [g.summary for g in analysis.groups] == ["It answers with words outside the label set."] * 2
+    proposals = propose(TASK, Prompt(TASK.instruction), analysis, POOL, backend="local", proposer=lm,
+                        heldout=[HELDOUT])
+    rewrites = [p for p in proposals if p.origin.startswith("llm:")]
+    assert rewrites and rewrites[0].prompt.instruction == "Say which letter. Answer alpha or beta only."
+    assert proposals.index(rewrites[0]) == 2  # right after the stacked and the combined rule patch
+    assert lm.usage.calls == 3  # two critiques, one edit (the second edit is the same request, cached)
+
+
+def test_rewrites_quoting_heldout_inputs_are_dropped(tmp_path: Path) -> None:
+    lm = proposer({"You improve instructions": "Memorise the dev set.",
+                   "Current instruction": f'Say which letter. "{HELDOUT}" is alpha.'}, tmp_path)
+    proposals = propose(TASK, Prompt(TASK.instruction), ANALYSIS, POOL, backend="local", proposer=lm,
+                        heldout=[HELDOUT])
+    assert not [p for p in proposals if p.origin.startswith("llm:")]
+    assert leaks(f"x {HELDOUT} y", [HELDOUT]) and not leaks("short", ["short"])
