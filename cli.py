@@ -14,7 +14,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from optimizer.advice_report import write_advice
+from optimizer.advise import AdviseConfig, decide, measure
 from optimizer.cache import Cache
+from optimizer.costs import model_prices
+from optimizer.export import FORMATS, export_run
 from optimizer.errors import FormfitError, public_url, redact
 from optimizer.evaluate import EvalResult, evaluate
 from optimizer.lm import CACHE_NAMESPACE as LM_NAMESPACE, DEFAULT_MODEL, LM, LOCAL_MODELS, Budget
@@ -253,6 +257,90 @@ def run_command(program_dir: str, text: str | None, fields: tuple[str, ...], mod
                                "form_error": prediction.form_error}, ensure_ascii=False))
     else:
         click.echo(prediction.value if isinstance(prediction.value, str) else json.dumps(prediction.value))
+
+
+@cli.command("advise")
+@click.argument("task_ref", metavar="TASK")
+@lm_options
+@click.option("--program", "program_dir", type=click.Path(exists=True, file_okay=False),
+              help="A `formfit optimize` run (or its program/): its prompt is the best prompt-only program.")
+@click.option("--optimize-budget", type=click.IntRange(min=1), default=None,
+              help="Without --program: optimize here first, with this many LM calls.")
+@click.option("--limit", type=click.IntRange(min=10), default=60, show_default=True,
+              help="Test examples each measurement runs on.")
+@click.option("--max-k", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Largest number of demos on the curve (doubling from 1; capped by the context window).")
+@click.option("--monthly-calls", type=click.IntRange(min=0), default=None, help="Calls a month you expect.")
+@click.option("--months", type=click.FloatRange(min=0.1), default=12.0, show_default=True,
+              help="Period in which a fine-tune must pay back its training.")
+@click.option("--ft-price-train", type=click.FloatRange(min=0), default=None, help="$ per 1M training tokens.")
+@click.option("--ft-price-input", type=click.FloatRange(min=0), default=None,
+              help="$ per 1M prompt tokens of the fine-tuned model.")
+@click.option("--ft-price-output", type=click.FloatRange(min=0), default=None,
+              help="$ per 1M completion tokens of the fine-tuned model.")
+@embedder_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for advice.md/.html/.json [default: runs/advise-TASK-MODEL].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
+def advise_command(task_ref: str, program_dir: str | None, optimize_budget: int | None, limit: int, max_k: int,
+                   monthly_calls: int | None, months: float, ft_price_train: float | None,
+                   ft_price_input: float | None, ft_price_output: float | None, embedder: str, seed: int,
+                   out_dir: str | None, as_json: bool, **lm_args: Any) -> None:
+    """Measure the prompt-only approaches on TASK and say whether fine-tuning would still help."""
+    task = load_task(task_ref)
+    lm = make_lm(**lm_args)
+    prompt = load_program(program_path(program_dir), lm=lm).prompt if program_dir else None
+    prices = model_prices(lm.model, ft_input=ft_price_input, ft_output=ft_price_output, ft_train=ft_price_train)
+    ks = tuple(k for k in (0, 1, 2, 4, 8, 16, 32, 64, 128) if k <= max_k)
+    config = AdviseConfig(limit=limit, ks=ks, seed=seed, embedder=embedder)
+    with stage_progress("advise") as update:
+        measurements = measure(task, lm, program=prompt, optimize_budget=optimize_budget, config=config,
+                               on_event=update)
+    advice = decide(measurements, prices, monthly_calls=monthly_calls, months=months)
+    paths = write_advice(advice, out_dir or f"runs/advise-{task.name}-{lm.model.split('/')[-1]}")
+    if as_json:
+        click.echo(json.dumps({"task": task.name, "model": lm.model, "verdict": advice.verdict,
+                               "title": advice.title, "reasons": list(advice.reasons),
+                               "expected_gain": advice.expected_gain.to_dict() if advice.expected_gain else None,
+                               "best": measurements.best.to_dict(), **lm.usage.to_dict(), **paths}))
+        return
+    out.print(f"[bold]{advice.title}[/bold]")
+    for reason in advice.reasons:
+        out.print(f"  - {reason}", markup=False, highlight=False)
+    out.print(f"report {paths['advice_html']}")
+
+
+def program_path(path: str) -> Path:
+    """A run folder or its program/ folder -> the program folder."""
+    return Path(path) / "program" if (Path(path) / "program").is_dir() else Path(path)
+
+
+@contextmanager
+def stage_progress(description: str) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A live line on a terminal naming the current stage and the LM calls so far."""
+    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as progress:
+        task_id = progress.add_task(description)
+        yield lambda event: progress.update(task_id, description=f"{description}: {event['stage']}, "
+                                                                 f"{event['calls']} LM calls")
+
+
+@cli.command("export")
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Output file [default: RUN/export/train.jsonl or RUN/export/dspy_predict.json].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
+def export_command(run_dir: str, fmt: str, out_path: str | None, as_json: bool) -> None:
+    """Export a `formfit optimize` RUN: a chat fine-tuning file (openai-jsonl) or a DSPy program (dspy)."""
+    default = "train.jsonl" if fmt == "openai-jsonl" else "dspy_predict.json"
+    summary = export_run(run_dir, fmt, out_path or Path(run_dir) / "export" / default)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    out.print(" ".join(f"{key}: {value}" for key, value in summary.items() if value is not None),
+              markup=False, highlight=False)
 
 
 @cli.command("select")

@@ -5,21 +5,16 @@ Every text that came from a model or a data file is escaped before it reaches th
 
 from __future__ import annotations
 
-import base64
 import difflib
 import html
-import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from .analyze import Analysis
+from .render import figure, html_table, image, md_table, page, png
 from .search import OptimizeResult
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;
-text-align:left;vertical-align:top}th{background:#f4f4f4}pre{background:#f7f7f7;padding:1em;white-space:pre-wrap}
-.add{background:#e6ffec}.del{background:#ffebe9}img{max-width:100%}.num{text-align:right}"""
+
 
 
 def write_reports(result: OptimizeResult, directory: str | Path) -> tuple[Path, Path]:
@@ -96,15 +91,6 @@ def settings_text(result: OptimizeResult) -> str:
 # --- Markdown --------------------------------------------------------------------------------------------------
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def cell(text: str) -> str:
-        return " ".join(str(text).split()).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def markdown(result: OptimizeResult) -> str:
     parts = [
         f"# formfit optimize: {result.task}",
@@ -126,12 +112,6 @@ def markdown(result: OptimizeResult) -> str:
 # --- HTML ------------------------------------------------------------------------------------------------------
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], css_class: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
 def html_diff(lines: Sequence[str]) -> str:
     def line(text: str) -> str:
         kind = "add" if text.startswith("+") and not text.startswith("+++") else \
@@ -148,47 +128,23 @@ def html_page(result: OptimizeResult) -> str:
         f"<p>Model <code>{html.escape(result.model)}</code>, seed {result.seed}. Optimized prompt: "
         f"{html.escape(settings_text(result))}.</p>",
         "<h2>Scores</h2>", html_table(["split", "baseline", "optimized", "gain"], score_rows(result), "scores"),
-        _image(scores_plot(result), "baseline vs optimized"),
-        "<h2>Score per round</h2>", _image(rounds_plot(result), "dev score per round"),
+        image(scores_plot(result), "baseline vs optimized"),
+        "<h2>Score per round</h2>", image(rounds_plot(result), "dev score per round"),
         "<h2>Instruction diff</h2>", html_diff(instruction_diff(result)),
-        "<h2>Error groups on dev</h2>", _image(errors_plot(result), "failures by kind, before and after"),
+        "<h2>Error groups on dev</h2>", image(errors_plot(result), "failures by kind, before and after"),
         "<h3>Before</h3>", html_table(GROUP_HEADER, group_rows(result.analysis_before), "groups"),
         "<h3>After</h3>", html_table(GROUP_HEADER, group_rows(result.analysis_after), "groups"),
         "<h2>Every candidate tried</h2>", html_table(CANDIDATE_HEADER, candidate_rows(result), "candidates"),
         "<h2>LM calls, tokens, cost</h2>", html_table(["", ""], cost_rows(result), "costs"),
     ]
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>")
-
-
-def _image(png: bytes, alt: str) -> str:
-    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    return page(title, sections)
 
 
 # --- plots -----------------------------------------------------------------------------------------------------
 
 
-def _figure() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(7, 3.2), dpi=100)
-
-
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def scores_plot(result: OptimizeResult) -> bytes:
-    fig, ax = _figure()
+    fig, ax = figure()
     splits = [(name, scores) for name, scores in (("dev", result.dev_scores), ("test", result.test_scores)) if scores]
     for offset, which in ((-0.2, "baseline"), (0.2, "best")):
         ax.bar([i + offset for i in range(len(splits))], [s[which] for _, s in splits], width=0.4,
@@ -197,11 +153,11 @@ def scores_plot(result: OptimizeResult) -> bytes:
     ax.set_ylim(0, 1)
     ax.set_ylabel("score")
     ax.legend()
-    return _png(fig)
+    return png(fig)
 
 
 def rounds_plot(result: OptimizeResult) -> bytes:
-    fig, ax = _figure()
+    fig, ax = figure()
     rounds = [0, *(r.round for r in result.rounds)]
     dev = [result.dev_scores["baseline"], *(r.dev_after for r in result.rounds)]
     ax.plot(rounds, dev, marker="o", label="incumbent on dev")
@@ -212,11 +168,11 @@ def rounds_plot(result: OptimizeResult) -> bytes:
     ax.set_ylabel("score")
     ax.set_ylim(0, 1)
     ax.legend()
-    return _png(fig)
+    return png(fig)
 
 
 def errors_plot(result: OptimizeResult) -> bytes:
-    fig, ax = _figure()
+    fig, ax = figure()
     kinds = list(dict.fromkeys([*result.analysis_before.kinds, *result.analysis_after.kinds]))
     for offset, (name, analysis) in zip((-0.2, 0.2), (("before", result.analysis_before),
                                                        ("after", result.analysis_after))):
@@ -225,4 +181,4 @@ def errors_plot(result: OptimizeResult) -> bytes:
     ax.set_xticks(range(len(kinds)), kinds, rotation=20)
     ax.set_ylabel("failures on dev")
     ax.legend()
-    return _png(fig)
+    return png(fig)

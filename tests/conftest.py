@@ -140,3 +140,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     for process in processes:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(llama_server) -> str:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2 (chat), on a free loopback port."""
+    return llama_server("smollm2")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -296,7 +298,7 @@ option_case("eval-max-dollars-negative", "eval", ["--max-dollars", "-0.5"], "Inv
 option_case("eval-unknown-select-strategy", "eval", ["--select", "psychic"], "Invalid value for '--select'",
             "'psychic' is not one of")
 option_case("eval-unknown-split", "eval", ["--split", "dev"], "has no split 'dev'")
-option_case("eval-unknown-option", "eval", ["--bogus"], "No such option: --bogus")
+option_case("eval-unknown-option", "eval", ["--bogus"], "No such option '--bogus'")
 option_case("eval-unknown-model", "eval", ["--model", "nosuch/model"], "unknown model 'nosuch/model'")
 option_case("eval-unknown-local-model", "eval", ["--model", "local/nope"], "unknown local model 'local/nope'")
 option_case("eval-missing-gguf-file", "eval", ["--model", "local/missing.gguf"], "missing.gguf: GGUF model file not found")
@@ -407,12 +409,12 @@ def _(tmp: Path):
 
 @pytest.fixture
 def no_local_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loading the llama.cpp model is a test failure here: every case must fail before the first call."""
+    """Loading a llama.cpp model is a test failure here: every case must fail before the first call."""
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a bad-input case loaded the local model")
 
-    monkeypatch.setattr("optimizer.lm.LocalBackend", refuse)
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=refuse, LlamaGrammar=refuse))
 
 
 @pytest.mark.parametrize("name", list(CASES))

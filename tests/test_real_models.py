@@ -45,12 +45,6 @@ def test_gemma_base_model_in_completion_mode(tmp_path: Path) -> None:
     assert response.text.strip() and response.prompt_tokens > 5 and response.completion_tokens >= 1
 
 
-@pytest.fixture(scope="module")
-def server(llama_server) -> str:
-    """llama-cpp-python's OpenAI-compatible server with SmolLM2 (chat), on a free loopback port."""
-    return llama_server("smollm2")
-
-
 def test_litellm_backend_against_local_server(server: str, tmp_path: Path) -> None:
     task = load_task("support_intent")
     lm = LM("openai/smollm2", api_base=server, cache=Cache(tmp_path), concurrency=2)

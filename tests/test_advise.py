@@ -1,0 +1,140 @@
+"""Fine-tune-or-not: bootstrap intervals, curve slopes, cost break-even, and each decision rule on constructed
+measurements (every verdict reachable, thresholds respected)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from optimizer.advise import (
+    CEILING,
+    CONTEXT_GAIN,
+    FORM_RATE,
+    MANY_LABELS,
+    AdviseConfig,
+    CurvePoint,
+    Measurements,
+    decide,
+    measure,
+)
+from optimizer.costs import Prices, break_even, model_prices
+from optimizer.prompt import Prompt
+from optimizer.stats import Estimate, difference, mean, slope_per_doubling
+
+
+def est(value: float, spread: float = 0.03) -> Estimate:
+    return Estimate(value, value - spread, value + spread, 100)
+
+
+FREE = Prices(0.0, 0.0, 0.0, 0.0, 0.0, "test")
+HOSTED = Prices(input=1e-6, output=2e-6, ft_input=2e-6, ft_output=4e-6, ft_train=2e-5, source="test")
+BASE = Measurements(
+    task="t", model="m", output_type="label", n_labels=5, n_pool=800, n_eval=100,
+    demo_curves={"knn": (CurvePoint(0, est(0.3), 80), CurvePoint(4, est(0.6), 300), CurvePoint(8, est(0.7), 500))},
+    best_k=8, pool_curve=(CurvePoint(100, est(0.6), 500), CurvePoint(800, est(0.7), 500)),
+    pool_gain=est(0.005, 0.01), demo_gain=est(0.005, 0.01), best_prompt=Prompt("x", 8, "knn"), best_origin="curve",
+    best=est(0.7), constrained_gain=est(0.0, 0.01), context_gain=None, kinds={"content": 30},
+    shares={"form": 0.0, "content": 1.0, "fact": 0.0}, form_rate=0.0, prompt_tokens_now=500.0,
+    prompt_tokens_tuned=80.0, completion_tokens=5.0, training_tokens=800 * 85.0,
+)
+
+
+def verdict(m: Measurements, prices: Prices = FREE, **options) -> str:
+    return decide(m, prices, **options).verdict
+
+
+def test_facts_that_the_context_fixes_mean_retrieval() -> None:
+    facts = replace(BASE, context_gain=est(0.4), shares={"form": 0.0, "content": 0.2, "fact": 0.8})
+    advice = decide(facts, FREE)
+    assert advice.verdict == "add_retrieval" and advice.expected_gain == facts.context_gain
+    assert any("+40.0 [+37.0, +43.0] pts" in reason for reason in advice.reasons)
+    assert verdict(replace(facts, context_gain=est(CONTEXT_GAIN - 0.01, 0.005))) != "add_retrieval"
+    assert verdict(replace(facts, context_gain=est(0.3, 0.35))) != "add_retrieval"  # interval reaches 0
+    assert verdict(replace(facts, shares={"form": 0.0, "content": 0.6, "fact": 0.4})) != "add_retrieval"
+
+
+def test_ceiling_or_flat_curves_mean_prompt_only() -> None:
+    assert verdict(replace(BASE, best=est(CEILING), demo_gain=est(0.05))) == "prompt_only"
+    assert verdict(BASE) == "prompt_only"  # both curves gain under a point per doubling
+    assert verdict(replace(BASE, demo_gain=est(0.05))) == "pilot"
+
+
+def test_distill_when_the_break_even_is_below_the_monthly_calls() -> None:
+    cost = decide(BASE, HOSTED).break_even
+    assert cost.calls_to_break_even == pytest.approx(cost.training_cost / (cost.cost_per_call_now - cost.cost_per_call_tuned))
+    monthly = cost.monthly(12)
+    assert verdict(BASE, HOSTED, monthly_calls=int(monthly) + 1) == "fine_tune_cost"
+    assert verdict(BASE, HOSTED, monthly_calls=int(monthly) - 1) == "prompt_only"
+    assert verdict(BASE, FREE, monthly_calls=10**9) == "prompt_only"  # no dollar saving with free prices
+
+
+def test_remaining_form_errors_mean_fine_tune_for_form() -> None:
+    form = replace(BASE, best=est(0.6), demo_gain=est(0.05), form_rate=FORM_RATE,
+                   shares={"form": 0.5, "content": 0.5, "fact": 0.0}, kinds={"invalid_json": 10, "content": 10})
+    advice = decide(form, FREE)
+    assert advice.verdict == "fine_tune_form"
+    assert advice.expected_gain.low == pytest.approx(FORM_RATE / 2) and advice.expected_gain.high == FORM_RATE
+    assert verdict(replace(form, form_rate=FORM_RATE - 0.01)) != "fine_tune_form"
+    assert verdict(replace(form, constrained_gain=est(0.08))) != "fine_tune_form"  # constraining fixes them
+
+
+def test_many_labels_with_a_rising_curve_mean_fine_tune_for_form() -> None:
+    rising = replace(BASE, n_labels=MANY_LABELS, demo_gain=est(0.06), best=est(0.5))
+    assert verdict(rising) == "fine_tune_form"
+    assert verdict(replace(rising, n_labels=MANY_LABELS - 1)) == "pilot"
+
+
+def test_a_pool_curve_still_rising_means_collect_data() -> None:
+    more = replace(BASE, pool_gain=est(0.05, 0.02), demo_gain=est(0.03))
+    assert verdict(more) == "collect_data"
+    assert verdict(replace(more, pool_gain=est(0.05, 0.06))) == "pilot"  # interval reaches 0
+
+
+def test_bootstrap_intervals_contain_the_value_and_shrink_with_n() -> None:
+    small, large = mean([1.0, 0.0] * 10), mean([1.0, 0.0] * 500)
+    assert small.value == large.value == 0.5
+    assert small.low < 0.5 < small.high and (large.high - large.low) < (small.high - small.low) / 3
+    same = difference([1.0, 0.0, 1.0], [1.0, 0.0, 1.0])
+    assert same.value == same.low == same.high == 0.0
+
+
+def test_slope_per_doubling_recovers_a_linear_curve() -> None:
+    sizes = [100, 200, 400, 800]
+    columns = [[0.5 + 0.1 * i] * 40 for i in range(4)]
+    slope = slope_per_doubling(columns, sizes)
+    assert slope.value == pytest.approx(0.1) and slope.low == pytest.approx(0.1)
+
+
+def test_break_even_and_prices() -> None:
+    prices = model_prices("openai/gpt-4o-mini")
+    assert prices.input == pytest.approx(0.15e-6) and prices.ft_input == pytest.approx(0.3e-6)
+    assert model_prices("local/smollm2-135m").input == 0.0
+    assert model_prices("openai/gpt-4o-mini", ft_train=3.0).ft_train == pytest.approx(3e-6)
+    never = break_even(HOSTED, prompt_tokens_now=100, prompt_tokens_tuned=100, completion_tokens=5,
+                       training_tokens=1000)
+    assert never.calls_to_break_even is None and never.monthly(12) is None
+
+
+def test_measure_runs_the_curves_on_a_scripted_model(tmp_path) -> None:
+    from conftest import ScriptedBackend
+    from optimizer.cache import Cache
+    from optimizer.lm import LM
+    from optimizer.task import Example, Task
+
+    rows = [Example(id=f"e{i}", inputs={"text": f"item {i} is {('red', 'blue')[i % 2]}"},
+                    gold=("red", "blue")[i % 2]) for i in range(80)]
+    task = Task(name="colors", description="Say the colour.", inputs=("text",), output="label", output_type="label",
+                metric="label_match", instruction="Say the colour.", labels=("red", "blue"),
+                splits={"train": tuple(rows[:60]), "test": tuple(rows[60:])})
+
+    def model(request) -> str:  # right only when it sees at least two demos
+        return request.messages[-1]["content"].split()[-1] if len(request.messages) >= 6 else "green"
+
+    lm = LM("fake/colors", cache=Cache(tmp_path), backend=ScriptedBackend(model))
+    m = measure(task, lm, config=AdviseConfig(limit=20, ks=(0, 1, 2, 4)))
+    assert [p.x for p in m.demo_curves["knn"]] == [0, 1, 2, 4]
+    assert [p.score.value for p in m.demo_curves["random"]] == [0.0, 0.0, 1.0, 1.0]
+    assert m.best_k == 2 and m.best.value == 1.0 and m.form_rate == 0.0
+    assert [p.x for p in m.pool_curve] == [8, 15, 30, 60]
+    assert decide(m, FREE).verdict == "prompt_only"

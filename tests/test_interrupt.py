@@ -1,0 +1,185 @@
+"""Interruption: a search killed at any LM call (SIGKILL) or interrupted (SIGINT) and resumed ends exactly like an
+uninterrupted run, and no call that completed before the kill is made again.
+
+Each run is a subprocess (`RUNNER`, written to a temp folder) with a scripted instant model, `Budget(
+charge_cache_hits=True)`, a Cache and a RunFolder with a checkpoint. Its backend appends the sha256 of every request
+it answers to a log file (flushed before the answer is returned). One call at a time, so a kill at the start of
+call N+1 comes after the first N answers were committed to the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import write_task
+from test_search import SPEC, rows
+
+RUNNER = r'''
+import hashlib, json, os, re, signal, sys
+from optimizer.cache import Cache
+from optimizer.lm import LM, Budget, LMResponse
+from optimizer.retry import RetryPolicy
+from optimizer.run import RunFolder
+from optimizer.search import SearchConfig, optimize
+from optimizer.task import load_task
+
+task_dir, cache_dir, run_dir, log_path, kill_after, how, resume = sys.argv[1:8]
+kill_after, resume = int(kill_after), resume == "resume"
+SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
+
+
+class Backend:
+    """Right when the instruction lists the labels, else rambles on even-numbered items (as in test_search)."""
+
+    mode = "chat"
+
+    def __init__(self):
+        self.calls = 0
+        self.log = open(log_path, "a", encoding="utf-8")
+
+    def call(self, request, timeout):
+        if kill_after >= 0 and self.calls == kill_after:
+            os.kill(os.getpid(), SIGNALS[how])  # SIGKILL: gone now; SIGINT: KeyboardInterrupt in the main thread
+        self.calls += 1
+        system, user = request.messages[0]["content"], request.messages[-1]["content"]
+        number = int(re.search(r"item (\d+)", user).group(1))
+        label = re.search(r"about (\w+)", user).group(1)
+        listed = "Reply with exactly one label from this list" in system
+        text = label if listed or number % 2 else "I cannot tell."
+        digest = hashlib.sha256(json.dumps(request.payload(), sort_keys=True).encode()).hexdigest()
+        self.log.write(digest + "\n")
+        self.log.flush()
+        return LMResponse(text=text, prompt_tokens=10, completion_tokens=2, cost=0.0)
+
+
+task = load_task(task_dir)
+settings = {"task": task_dir, "model": "fake/planted", "seed": 2, "budget": 300, "dev_size": 20,
+            "embedder": "tfidf"}
+config = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
+try:
+    run = RunFolder.open(run_dir, resume, settings)
+    lm = LM("fake/planted", cache=Cache(cache_dir), budget=Budget(300, charge_cache_hits=True),
+            backend=Backend(), concurrency=1, retry=RetryPolicy(base_s=0.001))
+    result = optimize(task, lm, config=config, seed=2, checkpoint=run.checkpoint)
+    run.finish(task, result, lm)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+print(json.dumps({"calls": result.calls, "usage": result.usage}))
+'''
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("interrupt")
+    task = write_task(root / "planted", SPEC, {"train.jsonl": rows(0, 90), "dev.jsonl": rows(90, 20),
+                                               "test.jsonl": rows(110, 30)})
+    runner = root / "runner.py"
+    runner.write_text(RUNNER)
+    return {"root": root, "task": task, "runner": runner}
+
+
+def run(setup: dict[str, Any], name: str, kill_after: int = -1, how: str = "kill",
+        resume: bool = False) -> subprocess.CompletedProcess[str]:
+    folder = setup["root"] / name
+    folder.mkdir(exist_ok=True)
+    attempt = len(list(folder.glob("calls-*.log")))
+    return subprocess.run(
+        [sys.executable, str(setup["runner"]), str(setup["task"]), str(folder / "cache"), str(folder / "run"),
+         str(folder / f"calls-{attempt}.log"), str(kill_after), how, "resume" if resume else "new"],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def logs(setup: dict[str, Any], name: str) -> list[list[str]]:
+    """The calls each attempt of a run answered, in order (one list per process)."""
+    folder = setup["root"] / name
+    return [path.read_text().split() for path in sorted(folder.glob("calls-*.log"), key=lambda p: int(p.stem[6:]))]
+
+
+def outcome(setup: dict[str, Any], name: str) -> dict[str, Any]:
+    """What a finished run decided: result.json (without timings and usage) and the saved program."""
+    folder = setup["root"] / name / "run"
+    result = json.loads((folder / "result.json").read_text())
+    program = json.loads((folder / "program" / "program.json").read_text())
+    return {"result": {key: value for key, value in result.items() if key not in ("wall_s", "usage")},
+            "program": program}
+
+
+@pytest.fixture(scope="module")
+def reference(setup: dict[str, Any]) -> dict[str, Any]:
+    done = run(setup, "reference")
+    assert done.returncode == 0, done.stderr
+    calls = logs(setup, "reference")[0]
+    summary = json.loads(done.stdout)
+    assert summary["calls"] == len(calls) == len(set(calls)) and summary["usage"]["cache_hits"] > 0
+    found = outcome(setup, "reference")
+    assert found["result"]["dev_scores"] == {"baseline": 0.5, "best": 1.0}
+    assert "Reply with exactly one label from this list" in found["result"]["best"]["instruction"]
+    return {"calls": calls, "outcome": found}
+
+
+def kill_points(total: int) -> list[int]:
+    """22 kill points: the first and last call, and 20 seeded ones in between."""
+    return sorted({0, total - 1, *random.Random(20261125).sample(range(1, total - 1), 20)})
+
+
+def check_resumed(setup: dict[str, Any], name: str, reference: dict[str, Any]) -> list[list[str]]:
+    assert outcome(setup, name) == reference["outcome"]
+    attempts = logs(setup, name)
+    union = [call for attempt in attempts for call in attempt]
+    assert len(union) == len(set(union)), "a completed call was made again"
+    assert Counter(union) == Counter(reference["calls"])
+    return attempts
+
+
+def test_sigkill_at_any_call_then_resume_ends_like_the_reference(setup, reference) -> None:
+    total = len(reference["calls"])
+    points = kill_points(total)
+    assert len(points) >= 20
+    start = time.monotonic()
+    for point in points:
+        name = f"kill-{point}"
+        killed = run(setup, name, kill_after=point)
+        assert killed.returncode == -9, killed.stderr
+        assert not (setup["root"] / name / "run" / "result.json").exists()
+        resumed = run(setup, name, resume=True)
+        assert resumed.returncode == 0, resumed.stderr
+        first, second = check_resumed(setup, name, reference)
+        assert len(first) == point and len(second) == total - point
+    print(f"\n{len(points)} SIGKILL points survived ({total} calls compared each) in {time.monotonic() - start:.1f}s")
+
+
+def test_repeated_kills_then_resume(setup, reference) -> None:
+    """Killed three times in a row (each resumed run killed again), then resumed to the end."""
+    total, rng = len(reference["calls"]), random.Random(7)
+    for chain in range(2):
+        name = f"chain-{chain}"
+        run(setup, name, kill_after=rng.randrange(1, total // 3))
+        for _ in range(2):
+            killed = run(setup, name, kill_after=rng.randrange(1, total // 3), resume=True)
+            assert killed.returncode == -9, killed.stderr
+        assert run(setup, name, resume=True).returncode == 0
+        assert len(check_resumed(setup, name, reference)) == 4
+
+
+@pytest.mark.parametrize("point", [0, 37, 121])
+def test_sigint_exits_cleanly_and_resumes(setup, reference, point: int) -> None:
+    """Ctrl-C at a call: KeyboardInterrupt, exit 130 with one line and no traceback, promptly (the call in flight
+    finishes and is kept, nothing more); the resumed run ends like the reference."""
+    name = f"int-{point}"
+    interrupted = run(setup, name, kill_after=point, how="int")
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert interrupted.stderr.strip() == "interrupted"
+    assert len(logs(setup, name)[0]) == point + 1
+    assert run(setup, name, resume=True).returncode == 0
+    check_resumed(setup, name, reference)
