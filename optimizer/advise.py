@@ -10,10 +10,10 @@ error taxonomy of the best program. Every score carries a bootstrap interval ove
 and the cost break-even. The rules and their thresholds are module constants, in the order they are tried:
 
 1. *add retrieval, do not fine-tune for this*: showing the context gains >= CONTEXT_GAIN (interval above 0) and
-   fact errors are >= FACT_SHARE of the failures (fine-tuning does not teach facts; Ovadia et al. 2023,
-   Gekhman et al. 2024).
+   closes >= FACT_SHARE of the gap between the best score and a perfect one (fine-tuning does not teach facts;
+   Ovadia et al. 2023, Gekhman et al. 2024).
 2. *prompt-only is enough*: the best program is at CEILING, or the demo and pool curves are flat (< PLATEAU per
-   doubling) -- unless the break-even says a distilled fine-tune pays for itself at the user's monthly calls:
+   doubling) at a usable score (>= PLATEAU_FLOOR; flat curves lower down fall through to the rules below) -- unless the break-even says a distilled fine-tune pays for itself at the user's monthly calls:
    *fine-tune (distill) for cost or latency*.
 3. *fine-tune for form*: form errors remain on >= FORM_RATE of the examples after the best prompt and constrained
    output does not remove them, or the task has >= MANY_LABELS labels and the demo curve still rises
@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .analyze import FORM_KINDS, analyze
+from .analyze import FIXED_SCORE, FORM_KINDS, analyze, fixed_by_context
 from .costs import BreakEven, Prices, break_even
 from .embed import Embedder, make_embedder
 from .errors import BudgetExhausted
@@ -42,9 +42,10 @@ from .stats import Estimate, difference, mean, slope_per_doubling
 from .task import Task
 
 CONTEXT_GAIN = 0.10
-FACT_SHARE = 0.5
+FACT_SHARE = 0.25
 CEILING = 0.95
 PLATEAU = 0.01
+PLATEAU_FLOOR = 0.8
 FORM_RATE = 0.10
 MANY_LABELS = 20
 RISING = 0.02
@@ -178,7 +179,7 @@ def measure(task: Task, lm: LM, *, program: Prompt | None = None, optimize_budge
         shown = run.step("context", lambda: context_probe(task, best_prompt, run.pool, run.examples, lm, config.seed,
                                                           run.embedder))
         context_gain = difference(_scores(shown), _scores(best), config.seed)
-        fixed = {a.id for a, b in zip(shown.rows, best.rows) if a.error_kind is None and b.error_kind == "content"}
+        fixed = fixed_by_context(best.rows, shown.rows)
     analysis = analyze(task, best, run.embedder, context_fixed=fixed, seed=config.seed)
     form = sum(count for kind, count in analysis.kinds.items() if kind in FORM_KINDS)
     zero_shot = run.results[ZERO_SHOT]
@@ -309,12 +310,15 @@ def decide(m: Measurements, prices: Prices, *, monthly_calls: int | None = None,
 def _rule(m: Measurements, cost: BreakEven, monthly_calls: int | None,
           months: float) -> tuple[str, list[str], Estimate | None]:
     best = f"the best prompt-only program scores {m.best.text()} ({_describe(m.best_prompt)})"
+    gap = max(1e-9, 1.0 - m.best.value)
     if m.context_gain and m.context_gain.low > 0 and m.context_gain.value >= CONTEXT_GAIN \
-            and m.shares["fact"] >= FACT_SHARE:
+            and m.context_gain.value >= FACT_SHARE * gap:
         return "add_retrieval", [
             best,
-            f"showing the task's context changes the score by {m.context_gain.text(points=True)}",
-            f"{m.shares['fact']:.0%} of its failures are fact errors that the context fixes",
+            f"showing the task's context changes the score by {m.context_gain.text(points=True)}: it closes "
+            f"{m.context_gain.value / gap:.0%} of the gap to a perfect score",
+            f"{m.shares['fact']:.0%} of the failures are fact errors that the context fixes outright "
+            f"(score >= {FIXED_SCORE} with it)",
             "fine-tuning does not reliably add facts and can raise hallucination (Gekhman et al. 2024); "
             "retrieval beat fine-tuning for new facts (Ovadia et al. 2023)",
         ], m.context_gain
@@ -362,7 +366,8 @@ def _rule(m: Measurements, cost: BreakEven, monthly_calls: int | None,
 
 def _flat(m: Measurements) -> bool:
     curves = [gain for gain in (m.demo_gain, m.pool_gain) if gain is not None]
-    return bool(curves) and all(gain.value < PLATEAU for gain in curves) and m.form_rate < FORM_RATE
+    return bool(curves) and all(gain.value < PLATEAU for gain in curves) and m.form_rate < FORM_RATE \
+        and m.best.value >= PLATEAU_FLOOR
 
 
 def _context(m: Measurements, cost: BreakEven, months: float) -> list[str]:

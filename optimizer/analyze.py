@@ -33,6 +33,7 @@ KIND_TEXT = {
 MIN_SILHOUETTE = 0.1
 MAX_GROUPS = 8
 MAX_PREDICTION_CHARS = 40
+FIXED_SCORE = 0.5
 
 
 def family(kind: str) -> str:
@@ -98,6 +99,14 @@ def analyze(task: Task, result: EvalResult, embedder: Embedder, *, context_fixed
             groups.append(_group(task, kind, [rows[i] for i in members], vectors[members]))
     groups.sort(key=lambda group: -group.size)
     return Analysis(len(result.rows), dict(Counter(kinds.values()).most_common()), tuple(_cap(groups, max_groups)))
+
+
+def fixed_by_context(without: Sequence[EvalRow], shown: Sequence[EvalRow]) -> set[str]:
+    """Ids of content failures that showing the context fixes: with it, the score reaches FIXED_SCORE and rises
+    (partial-credit metrics such as token F1 rarely reach a perfect 1.0)."""
+    by_id = {row.id: row for row in shown}
+    return {row.id for row in without if row.error_kind == "content" and row.id in by_id
+            and by_id[row.id].score >= FIXED_SCORE and by_id[row.id].score > row.score}
 
 
 def failure_text(row: EvalRow) -> str:

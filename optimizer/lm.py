@@ -448,8 +448,8 @@ class LM:
     ) -> list[LMResponse | None]:
         """Run requests concurrently; `on_result(index, response)` as each one finishes.
 
-        The first error (BudgetExhausted, LMCallError, ...) stops new calls and is raised once running ones end;
-        every response that came back before it is already in the cache.
+        The first error (BudgetExhausted, LMCallError, ...) or a Ctrl-C stops new calls and is raised once running
+        ones end; every response that came back before it is already in the cache.
         """
         results: list[LMResponse | None] = [None] * len(requests)
 
@@ -458,12 +458,13 @@ class LM:
             if on_result is not None:
                 on_result(index, results[index])  # type: ignore[arg-type]
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        futures = []
+        try:
             futures = [pool.submit(run, index) for index in range(len(requests))]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-            wait(pending)
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:  # after an error, or Ctrl-C (KeyboardInterrupt here): queued calls never start, running ones end
+            pool.shutdown(wait=True, cancel_futures=True)
         for future in futures:
             if not future.cancelled() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]

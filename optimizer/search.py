@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .analyze import Analysis, analyze
+from .analyze import Analysis, analyze, fixed_by_context
 from .embed import Embedder, make_embedder
 from .errors import BudgetExhausted
 from .evaluate import EvalResult, evaluate
@@ -352,7 +352,7 @@ def _dev_analysis(search: _Search, prompt: Prompt, probe_lm: LM | None) -> Analy
     fixed: set[str] = set()
     if probe_lm is not None and search.task.context_field and content:
         probe = context_probe(search.task, prompt, search.pool, content, probe_lm, search.seed, search.embedder)
-        fixed = {row.id for row in probe.rows if row.error_kind is None}
+        fixed = fixed_by_context(result.rows, probe.rows)
     return analyze(search.task, result, search.embedder, context_fixed=fixed, seed=search.seed)
 
 

@@ -12,6 +12,7 @@ from optimizer.advise import (
     CONTEXT_GAIN,
     FORM_RATE,
     MANY_LABELS,
+    PLATEAU_FLOOR,
     AdviseConfig,
     CurvePoint,
     Measurements,
@@ -34,7 +35,7 @@ BASE = Measurements(
     demo_curves={"knn": (CurvePoint(0, est(0.3), 80), CurvePoint(4, est(0.6), 300), CurvePoint(8, est(0.7), 500))},
     best_k=8, pool_curve=(CurvePoint(100, est(0.6), 500), CurvePoint(800, est(0.7), 500)),
     pool_gain=est(0.005, 0.01), demo_gain=est(0.005, 0.01), best_prompt=Prompt("x", 8, "knn"), best_origin="curve",
-    best=est(0.7), constrained_gain=est(0.0, 0.01), context_gain=None, kinds={"content": 30},
+    best=est(0.85), constrained_gain=est(0.0, 0.01), context_gain=None, kinds={"content": 30},
     shares={"form": 0.0, "content": 1.0, "fact": 0.0}, form_rate=0.0, prompt_tokens_now=500.0,
     prompt_tokens_tuned=80.0, completion_tokens=5.0, training_tokens=800 * 85.0,
 )
@@ -45,19 +46,21 @@ def verdict(m: Measurements, prices: Prices = FREE, **options) -> str:
 
 
 def test_facts_that_the_context_fixes_mean_retrieval() -> None:
-    facts = replace(BASE, context_gain=est(0.4), shares={"form": 0.0, "content": 0.2, "fact": 0.8})
+    facts = replace(BASE, best=est(0.5), context_gain=est(0.4), shares={"form": 0.0, "content": 0.2, "fact": 0.8})
     advice = decide(facts, FREE)
     assert advice.verdict == "add_retrieval" and advice.expected_gain == facts.context_gain
-    assert any("+40.0 [+37.0, +43.0] pts" in reason for reason in advice.reasons)
+    assert any("+40.0 [+37.0, +43.0] pts: it closes 80% of the gap" in reason for reason in advice.reasons)
     assert verdict(replace(facts, context_gain=est(CONTEXT_GAIN - 0.01, 0.005))) != "add_retrieval"
     assert verdict(replace(facts, context_gain=est(0.3, 0.35))) != "add_retrieval"  # interval reaches 0
-    assert verdict(replace(facts, shares={"form": 0.0, "content": 0.6, "fact": 0.4})) != "add_retrieval"
+    low = replace(facts, best=est(0.2), context_gain=est(0.19, 0.02))  # closes under a quarter of the gap
+    assert verdict(low) != "add_retrieval" and verdict(replace(low, context_gain=est(0.21, 0.02))) == "add_retrieval"
 
 
 def test_ceiling_or_flat_curves_mean_prompt_only() -> None:
     assert verdict(replace(BASE, best=est(CEILING), demo_gain=est(0.05))) == "prompt_only"
     assert verdict(BASE) == "prompt_only"  # both curves gain under a point per doubling
     assert verdict(replace(BASE, demo_gain=est(0.05))) == "pilot"
+    assert verdict(replace(BASE, best=est(PLATEAU_FLOOR - 0.01))) == "pilot"  # flat, but too low to be enough
 
 
 def test_distill_when_the_break_even_is_below_the_monthly_calls() -> None:

@@ -1,20 +1,26 @@
 """Interruption: a search killed at any LM call (SIGKILL) or interrupted (SIGINT) and resumed ends exactly like an
 uninterrupted run, and no call that completed before the kill is made again.
 
-Each run is a subprocess (`RUNNER`, written to a temp folder) with a scripted instant model, `Budget(
-charge_cache_hits=True)`, a Cache and a RunFolder with a checkpoint. Its backend appends the sha256 of every request
-it answers to a log file (flushed before the answer is returned). One call at a time, so a kill at the start of
-call N+1 comes after the first N answers were committed to the cache.
+Each run is its own process with a scripted instant model, `Budget(charge_cache_hits=True)`, a Cache and a
+RunFolder with a checkpoint; its backend appends the sha256 of every request it answers to a log file (flushed
+before the answer is returned) and, at a chosen call, sends itself SIGKILL or SIGINT. One call at a time, so a kill
+at the start of call N+1 comes after the first N answers were committed to the cache.
+
+The processes are forked by a server process (`RUNNER`, written to a temp folder) that imported everything once:
+starting Python with numpy and sklearn takes 5-10 s on a busy 2-core machine, a fork a few ms. The runs skip the
+HTML/Markdown reports (plots are half a run's time); result.json and the program are written and compared.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +30,18 @@ from conftest import write_task
 from test_search import SPEC, rows
 
 RUNNER = r'''
-import hashlib, json, os, re, signal, sys
+import hashlib, json, os, re, signal, sys, time, traceback
 from optimizer.cache import Cache
 from optimizer.lm import LM, Budget, LMResponse
 from optimizer.retry import RetryPolicy
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, optimize
 from optimizer.task import load_task
+import optimizer.run, sklearn.cluster, sklearn.feature_extraction.text, sklearn.metrics
 
-task_dir, cache_dir, run_dir, log_path, kill_after, how, resume = sys.argv[1:8]
-kill_after, resume = int(kill_after), resume == "resume"
+# The reports (matplotlib plots: half of a run's time) are not what this test is about; result.json and the
+# program are still written by RunFolder.finish.
+optimizer.run.write_reports = lambda result, folder: (folder / "report.md", folder / "report.html")
 SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
 
 
@@ -42,13 +50,14 @@ class Backend:
 
     mode = "chat"
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, log_path, kill_after, how):
+        self.calls, self.kill_after, self.how = 0, kill_after, how
         self.log = open(log_path, "a", encoding="utf-8")
 
     def call(self, request, timeout):
-        if kill_after >= 0 and self.calls == kill_after:
-            os.kill(os.getpid(), SIGNALS[how])  # SIGKILL: gone now; SIGINT: KeyboardInterrupt in the main thread
+        if self.calls == self.kill_after:
+            os.kill(os.getpid(), SIGNALS[self.how])  # SIGKILL: gone now; SIGINT: KeyboardInterrupt in the main thread
+            time.sleep(0.2)  # Ctrl-C lands while this call is still running, as with a real model
         self.calls += 1
         system, user = request.messages[0]["content"], request.messages[-1]["content"]
         number = int(re.search(r"item (\d+)", user).group(1))
@@ -61,43 +70,77 @@ class Backend:
         return LMResponse(text=text, prompt_tokens=10, completion_tokens=2, cost=0.0)
 
 
-task = load_task(task_dir)
-settings = {"task": task_dir, "model": "fake/planted", "seed": 2, "budget": 300, "dev_size": 20,
-            "embedder": "tfidf"}
-config = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
-try:
-    run = RunFolder.open(run_dir, resume, settings)
-    lm = LM("fake/planted", cache=Cache(cache_dir), budget=Budget(300, charge_cache_hits=True),
-            backend=Backend(), concurrency=1, retry=RetryPolicy(base_s=0.001))
-    result = optimize(task, lm, config=config, seed=2, checkpoint=run.checkpoint)
-    run.finish(task, result, lm)
-except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    sys.exit(130)
-print(json.dumps({"calls": result.calls, "usage": result.usage}))
+def scenario(task_dir, cache_dir, run_dir, log_path, kill_after, how, resume):
+    task = load_task(task_dir)
+    settings = {"task": task_dir, "model": "fake/planted", "seed": 2, "budget": 300, "dev_size": 20,
+                "embedder": "tfidf"}
+    config = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
+    try:
+        run = RunFolder.open(run_dir, resume, settings)
+        lm = LM("fake/planted", cache=Cache(cache_dir), budget=Budget(300, charge_cache_hits=True),
+                backend=Backend(log_path, kill_after, how), concurrency=1, retry=RetryPolicy(base_s=0.001))
+        result = optimize(task, lm, config=config, seed=2, checkpoint=run.checkpoint)
+        run.finish(task, result, lm)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps({"calls": result.calls, "usage": result.usage}))
+    return 0
+
+
+# One JSON job per stdin line -> a forked child runs it (stdout/stderr to files) -> one JSON line: its exit status.
+for line in sys.stdin:
+    job = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        try:
+            code = scenario(*job["args"])
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
 '''
 
 
+class Outcome:
+    def __init__(self, status: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = status, stdout, stderr
+
+
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("interrupt")
     task = write_task(root / "planted", SPEC, {"train.jsonl": rows(0, 90), "dev.jsonl": rows(90, 20),
                                                "test.jsonl": rows(110, 30)})
     runner = root / "runner.py"
     runner.write_text(RUNNER)
-    return {"root": root, "task": task, "runner": runner}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    server = subprocess.Popen([sys.executable, str(runner)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)
+    yield {"root": root, "task": task, "server": server}
+    server.stdin.close()
+    server.wait(timeout=60)
 
 
-def run(setup: dict[str, Any], name: str, kill_after: int = -1, how: str = "kill",
-        resume: bool = False) -> subprocess.CompletedProcess[str]:
+def run(setup: dict[str, Any], name: str, kill_after: int = -1, how: str = "kill", resume: bool = False) -> Outcome:
+    """Run (or resume) the search in folder `name` in a fresh process; `kill_after` real calls, then signal `how`."""
     folder = setup["root"] / name
     folder.mkdir(exist_ok=True)
     attempt = len(list(folder.glob("calls-*.log")))
-    return subprocess.run(
-        [sys.executable, str(setup["runner"]), str(setup["task"]), str(folder / "cache"), str(folder / "run"),
-         str(folder / f"calls-{attempt}.log"), str(kill_after), how, "resume" if resume else "new"],
-        capture_output=True, text=True, timeout=120,
-    )
+    job = {"args": [str(setup["task"]), str(folder / "cache"), str(folder / "run"), str(folder / f"calls-{attempt}.log"),
+                    kill_after, how, resume],
+           "stdout": str(folder / f"out-{attempt}.txt"), "stderr": str(folder / f"err-{attempt}.txt")}
+    server = setup["server"]
+    server.stdin.write(json.dumps(job) + "\n")
+    server.stdin.flush()
+    status = json.loads(server.stdout.readline())["status"]
+    return Outcome(status, Path(job["stdout"]).read_text(), Path(job["stderr"]).read_text())
 
 
 def logs(setup: dict[str, Any], name: str) -> list[list[str]]:
@@ -164,7 +207,7 @@ def test_repeated_kills_then_resume(setup, reference) -> None:
     total, rng = len(reference["calls"]), random.Random(7)
     for chain in range(2):
         name = f"chain-{chain}"
-        run(setup, name, kill_after=rng.randrange(1, total // 3))
+        assert run(setup, name, kill_after=rng.randrange(1, total // 3)).returncode == -9
         for _ in range(2):
             killed = run(setup, name, kill_after=rng.randrange(1, total // 3), resume=True)
             assert killed.returncode == -9, killed.stderr

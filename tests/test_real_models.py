@@ -89,3 +89,16 @@ def test_optimize_end_to_end_with_the_local_model(run_cli, tmp_path: Path) -> No
     assert code == 0, err
     again = json.loads(out)
     assert again["best"] == summary["best"] and again["usage"]["lm_calls"] == 0
+
+
+def test_advise_says_retrieval_for_the_facts_task(run_cli, tmp_path: Path) -> None:
+    """The built-in facts task: no demo helps, showing the context does -> add retrieval, do not fine-tune."""
+    code, out, err = run_cli("advise", "fictional_facts", "--limit", "10", "--max-k", "1",
+                             "--out", str(tmp_path / "advice"), "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["verdict"] == "add_retrieval", summary["reasons"]
+    assert summary["expected_gain"]["low"] > 0
+    saved = json.loads((tmp_path / "advice" / "advice.json").read_text())
+    assert saved["measurements"]["context_gain"]["value"] >= 0.1
+    assert (tmp_path / "advice" / "advice.html").read_text().count('<img class="plot"') == 2
