@@ -31,7 +31,7 @@ browser:
 # The main job on a built-in task with the embedded model, offline. A rerun is answered from ./cache.
 demo: install
 	rm -rf runs/demo
-	$(BIN)/formfit optimize support_intent --budget 300 --dev-size 40 --out runs/demo
+	$(BIN)/formfit optimize support_intent --budget 300 --out runs/demo
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -79,6 +79,9 @@ class MiniLMEmbedder:
         return {"kind": "minilm"}
 
 
+MEMO_MIN_TEXTS = 256
+
+
 class TfidfEmbedder:
     """Hashed character n-grams (3-5, within words) weighted by IDF learnt with `fit`; always available.
 
@@ -97,13 +100,14 @@ class TfidfEmbedder:
             analyzer="char_wb", ngram_range=(3, 5), n_features=n_features, alternate_sign=False, norm=None,
             lowercase=True,
         )
+        self._memo: tuple[int, Any] | None = None
 
     @property
     def id(self) -> str:
         return f"tfidf-{self.n_features}-{hashlib.sha256(self.idf.tobytes()).hexdigest()[:12]}"
 
     def fit(self, texts: Sequence[str]) -> TfidfEmbedder:
-        counts = self._hasher.transform(list(texts))
+        counts = self._counts(texts)
         document_frequency = np.bincount(counts.indices, minlength=self.n_features)
         self.idf = (np.log((1 + len(texts)) / (1 + document_frequency)) + 1).astype(np.float32)
         return self
@@ -111,9 +115,21 @@ class TfidfEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.n_features), dtype=np.float32)
-        counts = self._hasher.transform(list(texts)).astype(np.float32)
+        counts = self._counts(texts).astype(np.float32)
         counts.data = np.log1p(counts.data)  # sublinear term frequency
         return normalize_rows(counts.multiply(self.idf).toarray())
+
+    def _counts(self, texts: Sequence[str]) -> Any:
+        """Hashed n-gram counts; the last large batch (a pool, fitted then embedded, often several times by one
+        search) is kept, since hashing is what costs."""
+        texts = list(texts)
+        key = hash(tuple(texts)) if len(texts) >= MEMO_MIN_TEXTS else None
+        if key is not None and self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
+        counts = self._hasher.transform(texts)
+        if key is not None:
+            self._memo = (key, counts)
+        return counts
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "tfidf", "n_features": self.n_features}

@@ -11,7 +11,7 @@ from .errors import BudgetExhausted
 from .lm import LM
 from .metrics import get_metric
 from .prompt import build_request, parse_output
-from .select import DemoSource, NoDemos
+from .select import DemoSource, NoDemos, demos_for_all
 from .task import Example, Task
 
 Progress = Callable[[int, int], None]
@@ -97,7 +97,8 @@ def evaluate(
     metric = get_metric(task)
     mode = lm.mode
     requests = [
-        build_request(task, instruction, source.demos_for(ex), ex.inputs, mode, seed, constraint) for ex in examples
+        build_request(task, instruction, demos, ex.inputs, mode, seed, constraint)
+        for ex, demos in zip(examples, demos_for_all(source, examples))
     ]
     rows: dict[int, EvalRow] = {}
 

@@ -41,7 +41,9 @@ class RunFolder:
                 raise ConfigError(f"{saved}: --resume with a different {key} ({before.get(key)!r} -> {settings[key]!r})")
         try:
             path.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps(settings, indent=2))
+            temporary = saved.with_suffix(".tmp")  # atomic: a kill while writing leaves the old run.json
+            temporary.write_text(json.dumps(settings, indent=2))
+            temporary.replace(saved)
         except OSError as exc:
             raise ConfigError(f"{path}: cannot write the run folder ({exc.strerror})") from None
         return cls(path, settings)

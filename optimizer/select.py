@@ -331,8 +331,19 @@ class SelectorDemos:
         selector.fit([example_record(task, example) for example in pool])
 
     def demos_for(self, example: Example) -> list[Example]:
-        chosen = self.selector.select(example.inputs, exclude_id=example.id)
-        return [self._by_id[record["id"]] for record in chosen]
+        return self.demos_for_many([example])[0]
+
+    def demos_for_many(self, examples: Sequence[Example]) -> list[list[Example]]:
+        """Demos for a batch of inputs with one matrix product (much faster than one query at a time)."""
+        batches = self.selector.select_batch([example.inputs for example in examples],
+                                             exclude_ids=[example.id for example in examples])
+        return [[self._by_id[chosen.example["id"]] for chosen in batch] for batch in batches]
+
+
+def demos_for_all(source: DemoSource, examples: Sequence[Example]) -> list[list[Example]]:
+    """Every example's demos, in one batch where the source can (`demos_for_many`)."""
+    many = getattr(source, "demos_for_many", None)
+    return many(examples) if many is not None else [source.demos_for(example) for example in examples]
 
 
 def example_record(task: Task, example: Example) -> dict[str, Any]:
