@@ -125,9 +125,10 @@ def contrast_rule(task: Task, gold: str, predicted: str, pool: Sequence[Example]
 
 
 def demo_settings(task: Task, incumbent: Prompt) -> list[Proposal]:
-    """Demo count and selection strategy as search dimensions (k in 4 and 8; random, knn, label quota)."""
-    strategies = ["knn", "random"] + (["label_quota"] if task.output_type == "label" else [])
-    settings = [(4, "knn"), (8, "knn"), *((8, strategy) for strategy in strategies[1:])]
+    """Demo count and selection strategy as search dimensions: knn with k in 4, 8, 16 first (what helps most in
+    docs/benchmarks.md), then 8 demos by mmr, random and (label tasks) label quota."""
+    settings = [(4, "knn"), (8, "knn"), (16, "knn"), (8, "mmr"), (8, "random")]
+    settings += [(8, "label_quota")] if task.output_type == "label" else []
     return [
         Proposal(replace(incumbent, k=k, strategy=strategy), f"demos:{strategy}-{k}")
         for k, strategy in settings

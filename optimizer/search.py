@@ -39,7 +39,7 @@ class SearchConfig:
 
     rounds: int = 4
     analysis_size: int = 48
-    race_sizes: tuple[int, ...] = (16, 32)
+    race_sizes: tuple[int, ...] = (24, 48)
     max_candidates: int = 8
     dev_size: int = 100
     patience: int = 2

@@ -113,7 +113,8 @@ class FaultProxy:
 
     def down(self) -> None:
         """Stop listening: new connections are refused, like a killed server. Requests in progress finish."""
-        server, self._server = self._server, None
+        with self._lock:
+            server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()

@@ -29,7 +29,9 @@ import yaml
 from conftest import write_task
 from fault_proxy import FAULT_KINDS, FaultProxy
 from optimizer.cache import Cache
+from optimizer.errors import ConfigError
 from optimizer.lm import CACHE_NAMESPACE, LM, LMRequest
+from optimizer.retry import RetryPolicy
 
 TIMEOUT_S = 30.0  # the eval's --timeout: a real call takes 2-8 s on a busy 2-core machine; the "timeout" fault
 #                   sleeps longer than this
@@ -53,6 +55,15 @@ def short_backoff() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FORMFIT_RETRY_BASE_S", "0.02")
         yield
+
+
+def test_retry_backoff_base_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert RetryPolicy().base_s == 0.02 and RetryPolicy(base_s=1.0).base_s == 1.0
+    monkeypatch.delenv("FORMFIT_RETRY_BASE_S")
+    assert RetryPolicy().base_s == 0.5
+    monkeypatch.setenv("FORMFIT_RETRY_BASE_S", "soon")
+    with pytest.raises(ConfigError, match="FORMFIT_RETRY_BASE_S"):
+        RetryPolicy()
 
 
 def formfit(*args: str) -> tuple[int, str, str]:
