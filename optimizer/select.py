@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Union, Protocol
 
 import numpy as np
 
@@ -25,6 +25,7 @@ STRATEGIES = ("knn", "mmr", "label_quota")
 ORDERS = ("similar_last", "similar_first")
 INDEXES = ("exact", "hnsw")
 FORMAT_VERSION = 1
+GRAM_MAX = 64  # candidates up to which their whole Gram matrix is computed at once
 
 
 class DemoSource(Protocol):
@@ -219,63 +220,72 @@ class ExampleSelector:
 
     def _choose(self, query: np.ndarray, candidates: np.ndarray, k: int, exclude_id: Any,
                 query_text: str) -> list[Selected]:
-        candidates = [int(i) for i in candidates if i >= 0 and not self._excluded(int(i), exclude_id, query_text)]
-        similarity = {i: float(self.matrix[i] @ query) for i in candidates}
+        """Pick `k` of the candidates (pool indices, best first) by the strategy, on the candidate block: its
+        similarities to the query and its Gram rows (all at once up to GRAM_MAX candidates, else on demand), as
+        plain floats, since the loops below are short and numpy's per-call overhead would dominate them."""
+        kept = [int(i) for i in candidates if i >= 0]
+        if exclude_id is not None:
+            kept = [i for i in kept if not self._excluded(i, exclude_id, query_text)]
+        block = self.matrix[kept]
+        similarity = (block @ query).tolist()
+        gram = (block @ block.T).tolist() if len(kept) <= GRAM_MAX else _GramRows(block)
         if self.config.strategy == "mmr":
-            chosen = self._mmr(candidates, similarity, k)
+            chosen = self._mmr(similarity, gram, k)
         elif self.config.strategy == "label_quota":
-            chosen = self._label_quota(candidates, k)
+            chosen = self._label_quota(kept, gram, k)
         else:
-            chosen = self._deduped(candidates, k)
-        chosen.sort(key=lambda i: similarity[i], reverse=self.config.order == "similar_first")
-        return [Selected(dict(self.examples[i]), similarity[i]) for i in chosen]
+            chosen = self._deduped(range(len(kept)), gram, k, [])
+        chosen.sort(key=similarity.__getitem__, reverse=self.config.order == "similar_first")
+        return [Selected(dict(self.examples[kept[j]]), similarity[j]) for j in chosen]
 
     def _excluded(self, index: int, exclude_id: Any, query_text: str) -> bool:
-        if exclude_id is not None and self.examples[index].get("id") == exclude_id:
-            return True
-        return self._texts[index] == query_text if exclude_id is not None else False
+        """The query itself: the same id, or the same input text (a pool that is also the evaluation set)."""
+        return self.examples[index].get("id") == exclude_id or self._texts[index] == query_text
 
-    def _is_duplicate(self, index: int, chosen: list[int]) -> bool:
+    def _is_duplicate(self, j: int, chosen: list[int], gram: Gram) -> bool:
+        """Candidate `j` is near-identical (cosine >= dedupe) to one already chosen (positions in the block)."""
         if self.config.dedupe is None or not chosen:
             return False
-        return float(np.max(self.matrix[chosen] @ self.matrix[index])) >= self.config.dedupe
+        row = gram[j]
+        return max(row[c] for c in chosen) >= self.config.dedupe
 
-    def _deduped(self, candidates: list[int], k: int) -> list[int]:
-        chosen: list[int] = []
-        for index in candidates:
+    def _deduped(self, positions: Iterable[int], gram: Gram, k: int, chosen: list[int]) -> list[int]:
+        """`chosen` extended in the order of `positions`, skipping near-duplicates, up to `k`."""
+        for j in positions:
             if len(chosen) == k:
                 break
-            if not self._is_duplicate(index, chosen):
-                chosen.append(index)
+            if j not in chosen and not self._is_duplicate(j, chosen, gram):
+                chosen.append(j)
         return chosen
 
-    def _mmr(self, candidates: list[int], similarity: dict[int, float], k: int) -> list[int]:
+    def _mmr(self, similarity: list[float], gram: Gram, k: int) -> list[int]:
         """Maximal marginal relevance: lambda * sim(query, c) - (1 - lambda) * max sim(c, chosen)."""
         weight = self.config.mmr_lambda
         chosen: list[int] = []
-        remaining = [i for i in candidates]
+        remaining = list(range(len(similarity)))
+
+        def score(j: int) -> float:
+            redundancy = max((gram[j][c] for c in chosen), default=0.0)
+            return weight * similarity[j] - (1 - weight) * redundancy
+
         while remaining and len(chosen) < k:
-            redundancy = (self.matrix[remaining] @ self.matrix[chosen].T).max(axis=1) if chosen else 0.0
-            scores = weight * np.array([similarity[i] for i in remaining]) - (1 - weight) * redundancy
-            best = remaining.pop(int(np.argmax(scores)))
-            if not self._is_duplicate(best, chosen):
+            best = max(remaining, key=score)
+            remaining.remove(best)
+            if not self._is_duplicate(best, chosen, gram):
                 chosen.append(best)
         return chosen
 
-    def _label_quota(self, candidates: list[int], k: int) -> list[int]:
+    def _label_quota(self, kept: list[int], gram: Gram, k: int) -> list[int]:
         """Most similar first, but at most ceil(k / labels) demos per label, labels counted among the candidates."""
-        key = self.config.label_key
-        labels = {str(self.examples[i].get(key)) for i in candidates}
-        quota = math.ceil(k / max(1, min(k, len(labels))))
+        labels = [str(self.examples[i].get(self.config.label_key)) for i in kept]
+        quota = math.ceil(k / max(1, min(k, len(set(labels)))))
         counts: dict[str, int] = {}
         chosen: list[int] = []
-        for index in candidates:
-            label = str(self.examples[index].get(key))
-            if len(chosen) < k and counts.get(label, 0) < quota and not self._is_duplicate(index, chosen):
-                chosen.append(index)
+        for j, label in enumerate(labels):
+            if len(chosen) < k and counts.get(label, 0) < quota and not self._is_duplicate(j, chosen, gram):
+                chosen.append(j)
                 counts[label] = counts.get(label, 0) + 1
-        chosen += [i for i in self._deduped([c for c in candidates if c not in chosen], k - len(chosen))]
-        return chosen
+        return self._deduped(range(len(kept)), gram, k, chosen)
 
     # --- persistence ---------------------------------------------------------------------------------------
 
@@ -320,6 +330,21 @@ class ExampleSelector:
 
 def _tuple(value: Any) -> tuple[str, ...] | None:
     return tuple(value) if value else None
+
+
+class _GramRows:
+    """Rows of the Gram matrix of a large candidate block (label quota fetches hundreds), computed on demand."""
+
+    def __init__(self, block: np.ndarray) -> None:
+        self.block, self.rows = block, {}
+
+    def __getitem__(self, j: int) -> list[float]:
+        if j not in self.rows:
+            self.rows[j] = (self.block @ self.block[j]).tolist()
+        return self.rows[j]
+
+
+Gram = Union[list[list[float]], _GramRows]
 
 
 class SelectorDemos:
