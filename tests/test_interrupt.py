@@ -218,11 +218,11 @@ def test_repeated_kills_then_resume(setup, reference) -> None:
 @pytest.mark.parametrize("point", [0, 37, 121])
 def test_sigint_exits_cleanly_and_resumes(setup, reference, point: int) -> None:
     """Ctrl-C at a call: KeyboardInterrupt, exit 130 with one line and no traceback, promptly (the call in flight
-    finishes and is kept, nothing more); the resumed run ends like the reference."""
+    may finish and be kept, nothing after it starts); the resumed run ends like the reference."""
     name = f"int-{point}"
     interrupted = run(setup, name, kill_after=point, how="int")
     assert interrupted.returncode == 130, interrupted.stderr
     assert interrupted.stderr.strip() == "interrupted"
-    assert len(logs(setup, name)[0]) == point + 1
+    assert len(logs(setup, name)[0]) in (point, point + 1)
     assert run(setup, name, resume=True).returncode == 0
     check_resumed(setup, name, reference)
