@@ -197,6 +197,11 @@ class ExampleSelector:
         """Indices of the `fetch` most similar pool rows per query, best first (exact, or HNSW when asked)."""
         if self.config.index == "hnsw":
             return list(self._hnsw().search(vectors, fetch)[1])
+        if len(vectors) == 1:  # one query: a matrix-vector product and 1-D partitions, the cheapest path
+            similarities = self.matrix @ vectors[0]
+            top = np.argpartition(similarities, -fetch)[-fetch:] if fetch < len(similarities) else \
+                np.arange(len(similarities))
+            return [top[np.argsort(similarities[top])[::-1]]]
         similarities = vectors @ self.matrix.T
         if fetch < similarities.shape[1]:
             top = np.argpartition(-similarities, fetch - 1, axis=1)[:, :fetch]
@@ -223,12 +228,14 @@ class ExampleSelector:
         """Pick `k` of the candidates (pool indices, best first) by the strategy, on the candidate block: its
         similarities to the query and its Gram rows (all at once up to GRAM_MAX candidates, else on demand), as
         plain floats, since the loops below are short and numpy's per-call overhead would dominate them."""
-        kept = [int(i) for i in candidates if i >= 0]
+        kept = [i for i in candidates.tolist() if i >= 0]  # HNSW pads missing results with -1
         if exclude_id is not None:
             kept = [i for i in kept if not self._excluded(i, exclude_id, query_text)]
         block = self.matrix[kept]
         similarity = (block @ query).tolist()
-        gram = (block @ block.T).tolist() if len(kept) <= GRAM_MAX else _GramRows(block)
+        gram: Gram = []  # not needed: no dedupe, no MMR
+        if self.config.dedupe is not None or self.config.strategy == "mmr":
+            gram = (block @ block.T).tolist() if len(kept) <= GRAM_MAX else _GramRows(block)
         if self.config.strategy == "mmr":
             chosen = self._mmr(similarity, gram, k)
         elif self.config.strategy == "label_quota":
