@@ -260,3 +260,65 @@ def test_optimize_with_faults_and_a_dead_server_ends_like_a_clean_run(proxy: Fau
     assert resumed["usage"]["lm_calls"] == len(second)
     assert resumed["usage"]["cache_hits"] == clean["usage"]["cache_hits"] + 10
     print(f"\noptimize: {clean['calls']} calls; injected {injected}; killed after 10, resumed with {len(second)}")
+
+
+# --- advise ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def facts_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fictional_facts with 8 train and 10 test rows: an advice of about 40 calls."""
+    source = Path(__file__).resolve().parent.parent / "tasks" / "fictional_facts"
+    spec = yaml.safe_load((source / "task.yaml").read_text())
+    files = {f"{split}.jsonl": "".join((source / f"{split}.jsonl").read_text().splitlines(keepends=True)[:n])
+             for split, n in (("train", 8), ("test", 10))}
+    spec["data"] = {split: f"{split}.jsonl" for split in ("train", "test")}
+    return write_task(tmp_path_factory.mktemp("facts") / "facts_slice", spec, files)
+
+
+@pytest.mark.slow
+def test_advise_with_faults_and_a_dead_server_ends_like_a_clean_run(proxy: FaultProxy, facts_slice: Path,
+                                                                   tmp_path: Path) -> None:
+    def advise(root: Path) -> tuple[int, str, str]:
+        return formfit("advise", str(facts_slice), "--limit", "10", "--max-k", "1", "--json",
+                       "--out", str(root / "advice"), *lm_args(proxy, root / "cache", timeout=600))
+
+    def advice(root: Path) -> dict[str, Any]:
+        """The advice and every measurement, less the count of calls this process made."""
+        saved = json.loads((root / "advice" / "advice.json").read_text())
+        saved["measurements"].pop("calls")
+        return saved
+
+    proxy.schedule()
+    proxy.reset_counts()
+    code, out, err = advise(tmp_path / "clean")
+    assert code == 0, err
+    clean_calls = hashes(proxy.completed_bodies)
+    assert json.loads(out)["retries"] == 0 and len(clean_calls) == json.loads(out)["lm_calls"] > 20
+
+    proxy.reset_counts()
+    proxy.schedule(rate=0.2, kinds=[k for k in FAULT_KINDS if k != "timeout"], seed=5)
+    try:
+        code, out, err = advise(tmp_path / "faulty")
+    finally:
+        proxy.schedule()
+    assert code == 0, err
+    assert json.loads(out)["retries"] == sum(proxy.injected.values()) >= 3
+    assert advice(tmp_path / "faulty") == advice(tmp_path / "clean")
+    assert hashes(proxy.completed_bodies) == clean_calls
+
+    proxy.reset_counts()
+    proxy.down_after(12)
+    try:
+        code, out, err = advise(tmp_path / "killed")
+    finally:
+        proxy.down_after(None)
+        proxy.up()
+    assert code == 1 and "call failed after 6 attempts" in one_line_error(err)
+    first = hashes(proxy.completed_bodies)
+    proxy.reset_counts()
+    code, out, err = advise(tmp_path / "killed")  # the rerun replays the 12 cached calls
+    assert code == 0, err
+    second = hashes(proxy.completed_bodies)
+    assert advice(tmp_path / "killed") == advice(tmp_path / "clean")
+    assert len(first) == 12 and not set(first) & set(second)
+    assert Counter(first + second) == Counter(clean_calls)
