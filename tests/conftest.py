@@ -81,6 +81,36 @@ def write_task(root: Path, spec: dict[str, Any] | None = None, files: dict[str, 
     return root
 
 
+GREEK = ["alpha", "beta", "gamma"]
+GREEK_SPEC = {
+    "name": "planted", "description": "Say which greek letter the item is about.", "inputs": ["text"],
+    "output": "label", "output_type": "label", "labels": GREEK, "metric": "label_match",
+    "instruction": "Say what the item is about.",
+    "data": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
+}
+
+
+def greek_rows(start: int, n: int) -> str:
+    """JSONL rows `item N is about <letter>` labelled with that letter, ids p<N>."""
+    return _jsonl([{"id": f"p{i}", "text": f"item {i} is about {GREEK[i % 3]}", "label": GREEK[i % 3]}
+                   for i in range(start, start + n)])
+
+
+def write_greek_task(root: Path, train: int, dev: int, test: int) -> Path:
+    """The greek-letter task of the loop, report and secrets tests, with splits of the given sizes."""
+    return write_task(root, GREEK_SPEC, {"train.jsonl": greek_rows(0, train),
+                                         "dev.jsonl": greek_rows(train, dev),
+                                         "test.jsonl": greek_rows(train + dev, test)})
+
+
+@pytest.fixture
+def planted(tmp_path: Path):
+    """The greek-letter task: 90 train, 20 dev, 30 test rows."""
+    from optimizer.task import load_task
+
+    return load_task(write_greek_task(tmp_path / "planted", 90, 20, 30))
+
+
 def _jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 

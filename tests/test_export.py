@@ -11,7 +11,7 @@ import pytest
 from optimizer.errors import ConfigError, DataError
 from optimizer.export import static_demos, validate_openai_jsonl
 from optimizer.task import load_task
-from test_search import CONFIG, RecordingBackend, model, planted  # noqa: F401 (fixture)
+from test_search import CONFIG, RecordingBackend, model
 from optimizer.cache import Cache
 from optimizer.run import RunFolder
 from optimizer.search import optimize

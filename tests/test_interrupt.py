@@ -26,8 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import write_task
-from test_search import SPEC, rows
+from conftest import write_greek_task
 
 RUNNER = r'''
 import hashlib, json, os, re, signal, sys, time, traceback
@@ -116,8 +115,7 @@ class Outcome:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("interrupt")
-    task = write_task(root / "planted", SPEC, {"train.jsonl": rows(0, 90), "dev.jsonl": rows(90, 20),
-                                               "test.jsonl": rows(110, 30)})
+    task = write_greek_task(root / "planted", 90, 20, 30)
     runner = root / "runner.py"
     runner.write_text(RUNNER)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from conftest import free_port
 from optimizer.cache import Cache
 from optimizer.evaluate import evaluate

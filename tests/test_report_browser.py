@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ScriptedBackend, write_task
+from conftest import ScriptedBackend, write_greek_task
 from optimizer.cache import Cache
 from optimizer.lm import LM, Budget, LMRequest
 from optimizer.report import write_reports
@@ -19,22 +19,6 @@ from optimizer.task import load_task
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAYLOAD = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
-LABELS = ["alpha", "beta", "gamma"]
-SPEC = {
-    "name": "browser", "description": "Say which greek letter the item is about.", "inputs": ["text"],
-    "output": "label", "output_type": "label", "labels": LABELS, "metric": "label_match",
-    "instruction": "Say what the item is about.",
-    "data": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
-}
-
-
-def rows(start: int, n: int) -> str:
-    return "".join(
-        f'{{"id": "b{i}", "text": "item {i} is about {LABELS[i % 3]}", "label": "{LABELS[i % 3]}"}}\n'
-        for i in range(start, start + n)
-    )
-
-
 def hostile_model(request: LMRequest) -> str:
     """Right when the labels are listed; otherwise answers with an HTML/script payload."""
     system, user = request.messages[0]["content"], request.messages[-1]["content"]
@@ -45,8 +29,7 @@ def hostile_model(request: LMRequest) -> str:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("browser")
-    task = load_task(write_task(root / "task", SPEC, {"train.jsonl": rows(0, 60), "dev.jsonl": rows(60, 20),
-                                                      "test.jsonl": rows(80, 20)}))
+    task = load_task(write_greek_task(root / "task", 60, 20, 20))
     lm = LM("fake/hostile", cache=Cache(root / "cache"), budget=Budget(400, charge_cache_hits=True),
             backend=ScriptedBackend(hostile_model), retry=RetryPolicy(base_s=0.001))
     test_lm = lm.with_budget(Budget())

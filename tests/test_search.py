@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ScriptedBackend, write_task
+from conftest import ScriptedBackend
 from optimizer.cache import Cache
 from optimizer.errors import BudgetExhausted
 from optimizer.lm import LM, Budget, LMRequest
@@ -17,28 +17,8 @@ from optimizer.program import load_program
 from optimizer.retry import RetryPolicy
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, optimize, race_cost
-from optimizer.task import load_task
 
-LABELS = ["alpha", "beta", "gamma"]
-SPEC = {
-    "name": "planted", "description": "Say which greek letter the item is about.", "inputs": ["text"],
-    "output": "label", "output_type": "label", "labels": LABELS, "metric": "label_match",
-    "instruction": "Say what the item is about.",
-    "data": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
-}
 CONFIG = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
-
-
-def rows(start: int, n: int) -> str:
-    return "".join(json.dumps({"id": f"p{i}", "text": f"item {i} is about {LABELS[i % 3]}",
-                               "label": LABELS[i % 3]}) + "\n" for i in range(start, start + n))
-
-
-@pytest.fixture
-def planted(tmp_path: Path):
-    root = write_task(tmp_path / "planted", SPEC, {"train.jsonl": rows(0, 90), "dev.jsonl": rows(90, 20),
-                                                   "test.jsonl": rows(110, 30)})
-    return load_task(root)
 
 
 def planted_model(request: LMRequest) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import cli
-from conftest import ScriptedBackend, free_port, last_user_text, write_task
+from conftest import ScriptedBackend, free_port, last_user_text, write_greek_task
 from optimizer.cache import Cache
 from optimizer.embed import LiteLLMEmbedder
 from optimizer.errors import FormfitError, LMCallError, ModelError, public_url, redact
@@ -31,18 +31,6 @@ OTHER_KEY = "SENTINEL-provider-token-55aa77"
 PASSWORD = "SENTINEL-PASSW0RD-9911"
 USER = "sentinel-user"
 SENTINELS = [OPENAI_KEY, OTHER_KEY, PASSWORD, USER]
-LABELS = ["alpha", "beta", "gamma"]
-SPEC = {
-    "name": "secretive", "description": "Say which greek letter the item is about.", "inputs": ["text"],
-    "output": "label", "output_type": "label", "labels": LABELS, "metric": "label_match",
-    "instruction": "Say what the item is about.",
-    "data": {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
-}
-
-
-def rows(start: int, n: int) -> str:
-    return "".join(json.dumps({"id": f"s{i}", "text": f"item {i} is about {LABELS[i % 3]}",
-                               "label": LABELS[i % 3]}) + "\n" for i in range(start, start + n))
 
 
 def planted(request: LMRequest) -> str:
@@ -114,8 +102,7 @@ def fake_cli_model(monkeypatch: pytest.MonkeyPatch):
 
 def test_optimize_run_folder_cache_and_output_hold_no_secret(secrets: str, run_cli, tmp_path: Path, fake_cli_model,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    root = write_task(tmp_path / "task", SPEC, {"train.jsonl": rows(0, 60), "dev.jsonl": rows(60, 20),
-                                                "test.jsonl": rows(80, 12)})
+    root = write_greek_task(tmp_path / "task", 60, 20, 12)
     run = tmp_path / "run"
     code, out, err = run_cli("optimize", str(root), "--model", "fake/x", "--api-base", secrets, "--budget", "300",
                              "--rounds", "2", "--out", str(run), "--json")
@@ -174,8 +161,7 @@ def test_cli_error_line_echoes_no_secret(secrets: str, run_cli, tmp_path: Path, 
         return LM(model, backend=LeakyBackend(secrets), retry=RetryPolicy(max_retries=0), **kwargs)
 
     monkeypatch.setattr(cli, "LM", make)
-    root = write_task(tmp_path / "task", SPEC, {"train.jsonl": rows(0, 6), "dev.jsonl": rows(6, 3),
-                                                "test.jsonl": rows(9, 3)})
+    root = write_greek_task(tmp_path / "task", 6, 3, 3)
     code, out, err = run_cli("eval", str(root), "--model", "fake/x", "--api-base", secrets)
     assert code == 1 and err.startswith("formfit: error: fake/x: call failed") and "***" in err
     assert_clean("stderr", err + out)
