@@ -42,11 +42,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-# Workaround (see bench/results/selector.md): the llama-cpp-python that `make install` compiles with -march=native
-# crashes (SIGSEGV in ggml_backend_amx_mul_mat) on CPUs with AMX here. BENCH_LLAMA_CPP_PATH may name a folder
-# holding a llama_cpp build without AMX (pip install --target DIR, CMAKE_ARGS="-DGGML_NATIVE=OFF ..."), used first.
-if os.environ.get("BENCH_LLAMA_CPP_PATH"):
-    sys.path.insert(0, os.environ["BENCH_LLAMA_CPP_PATH"])
 
 import numpy as np  # noqa: E402
 
