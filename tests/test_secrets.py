@@ -125,8 +125,14 @@ def test_optimize_run_folder_cache_and_output_hold_no_secret(secrets: str, run_c
     code, eval_out, eval_err = run_cli("eval", str(root), "--model", "fake/x", "--api-base", secrets, "--json")
     assert code == 0, eval_err
     stats_out = run_cli("cache", "stats", "--json")[1]
+    # the exports: a fine-tuning file and a DSPy program
+    for fmt in ("openai-jsonl", "dspy"):
+        code, _, export_err = run_cli("export", str(run), "--format", fmt)
+        assert code == 0, export_err
+    assert {"export/train.jsonl", "export/dspy_predict.json"} <= {
+        path.relative_to(run).as_posix() for path in run.rglob("*") if path.is_file()}
 
-    assert_tree_clean(run) >= 6
+    assert_tree_clean(run) >= 8
     cache_files = assert_tree_clean(tmp_path / "cli-cache")
     assert cache_files >= 1 and (tmp_path / "cli-cache" / "formfit.sqlite3").stat().st_size > 0
     for where, text in (("stdout", out), ("stderr", err), ("eval stdout", eval_out), ("eval stderr", eval_err),
