@@ -140,3 +140,17 @@ def test_custom_metric_out_of_range_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(TaskError, match=r"returned 7; a score must be a number in \[0, 1\]"):
         get_metric(load_task(root))("a", "b", None)
+
+
+@pytest.mark.parametrize("output_type", ["label", "text", "json", "sql"])
+def test_model_output_is_never_run_as_code(tmp_path: Path, output_type: str) -> None:
+    """Parsing and scoring treat model output as data: a payload that would write a file if evaluated does not."""
+    marker = tmp_path / "pwned"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).write_text('x')"
+    task = Task(name="t", description="d", inputs=("text",), output="out", output_type=output_type,
+                metric={"label": "label_match", "text": "exact_match", "json": "json_match", "sql": "exact_match"}
+                [output_type], instruction="i", labels=("a", "b") if output_type == "label" else ())
+    for text in (payload, f'{{"out": {payload}}}', f"```python\n{payload}\n```", f"SELECT {payload}"):
+        parsed = parse_output(task, text)
+        get_metric(task)(parsed.value, "a" if output_type == "label" else {"out": 1} if output_type == "json" else "x")
+    assert not marker.exists()
