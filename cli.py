@@ -96,10 +96,12 @@ def tasks_command(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table("task", "output", "metric", "labels", "train/dev/test", "description")
+    table.columns[0].no_wrap = True
     for row in rows:
         sizes = "/".join(str(row.get(f"n_{split}", 0)) for split in ("train", "dev", "test"))
+        first_sentence = row["description"].split(": ")[0].split(". ")[0].rstrip(".")
         table.add_row(row["name"], row["output_type"], row["metric"], str(row["labels"] or ""), sizes,
-                      row["description"])
+                      first_sentence)
     out.print(table)
 
 
