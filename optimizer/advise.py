@@ -210,6 +210,7 @@ class _Runner:
         self.examples = test[: config.limit]
         self.embedder: Embedder = make_embedder(config.embedder, cache=lm.cache)
         self.results: dict[Any, EvalResult] = {}
+        self.ks = self.fitting_ks()
 
     def step(self, name: str, work: Callable[[], EvalResult]) -> EvalResult:
         self.on_event({"stage": name, "calls": self.lm.usage.calls})
@@ -219,19 +220,19 @@ class _Runner:
                                   "rerun with a larger --budget (completed calls are cached)")
         return result
 
-    def ks(self) -> list[int]:
-        """The configured k values that fit the pool and CONTEXT_USE of the context window."""
-        sample = self.pool[:50]
+    def fitting_ks(self) -> list[int]:
+        """0 and the configured k values that fit the pool and CONTEXT_USE of the context window (token counts
+        estimated from characters: an input is about one demo long, plus 64 tokens of template)."""
         per_demo = _mean(len(render_inputs(self.task, e.inputs)) + len(render_gold(self.task, e.gold)) + 20
-                         for e in sample) / CHARS_PER_TOKEN
-        base = (len(self.task.instruction) + per_demo * CHARS_PER_TOKEN) / CHARS_PER_TOKEN + 64
-        room = self.lm.context_window * CONTEXT_USE - base - MAX_TOKENS[self.task.output_type]
+                         for e in self.pool[:50]) / CHARS_PER_TOKEN
+        prompt = len(self.task.instruction) / CHARS_PER_TOKEN + per_demo + 64
+        room = self.lm.context_window * CONTEXT_USE - prompt - MAX_TOKENS[self.task.output_type]
         return [0] + [k for k in self.config.ks if 0 < k <= len(self.pool) and k * per_demo <= room]
 
     def curve(self, strategy: str) -> tuple[CurvePoint, ...]:
         """Scores over k for one strategy; k = 0 (zero-shot) is measured once for all strategies."""
         points = []
-        for k in self.ks():
+        for k in self.ks:
             key = ZERO_SHOT if k == 0 else (strategy, k)
             if key not in self.results:
                 source = demo_source(self.task, self.pool, k, strategy, seed=self.config.seed, embedder=self.embedder)
