@@ -28,7 +28,7 @@ from optimizer.errors import ConfigError
 from optimizer.program import load_program
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, default_dev_size, optimize
-from optimizer.select import STRATEGIES, ExampleSelector, demo_source, example_record
+from optimizer.select import DEDUPE, STRATEGIES, ExampleSelector, demo_source, example_record
 from optimizer.task import BUILTIN_DIR, load_task
 
 err = Console(stderr=True)
@@ -394,7 +394,7 @@ def build_selector(pool: str, k: int, strategy: str | None, embedder: str, input
         records = [example_record(task, example) for example in task.split("train")]
         label_key, keys = task.output, input_keys or task.inputs
     selector = ExampleSelector(make_embedder(embedder, cache=cache, api_base=api_base), k, input_keys=keys,
-                               strategy=strategy or "knn", label_key=label_key)
+                               strategy=strategy or "knn", label_key=label_key, dedupe=DEDUPE)
     return selector.fit(records)
 
 

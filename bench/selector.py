@@ -22,6 +22,7 @@ B. quality: zero-shot vs random-k vs knn/mmr/label_quota-k (k in 4, 8; embedders
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import gc
 import json
@@ -32,6 +33,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 # One thread everywhere unless the caller says otherwise (a shared 2-core machine); must precede numpy's import.
@@ -49,7 +51,7 @@ from optimizer.cache import Cache  # noqa: E402
 from optimizer.embed import CachedEmbedder, MiniLMEmbedder, TfidfEmbedder  # noqa: E402
 from optimizer.evaluate import evaluate  # noqa: E402
 from optimizer.lm import LM  # noqa: E402
-from optimizer.select import ExampleSelector, demo_source  # noqa: E402
+from optimizer.select import DEDUPE, ExampleSelector, demo_source  # noqa: E402
 from optimizer.task import Example, Task  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
@@ -101,6 +103,9 @@ class StubEmbedder:
         self.table, self.vectors = table, vectors
 
     def embed(self, texts):
+        if len(texts) == 1:  # a view, like the baseline's query row: no copy
+            row = self.table[texts[0]]
+            return self.vectors[row:row + 1]
         return self.vectors[[self.table[text] for text in texts]]
 
     def spec(self):
@@ -187,6 +192,8 @@ def breakdown(selector: ExampleSelector, matrix: np.ndarray, queries: np.ndarray
               n_queries: int) -> dict:
     """Where select's time goes: each stage alone, p50 over the same queries (stages cycled per query)."""
     fetch = selector._fetch_size(k)
+    deduping = copy.copy(selector)  # shares the pool matrix; only the config differs
+    deduping.config = replace(selector.config, dedupe=DEDUPE)
     stages = {
         "numpy gemv matrix @ q": lambda j: matrix @ queries[j],
         "select's product q[None] @ matrix.T": lambda j: queries[j][None, :] @ matrix.T,
@@ -194,6 +201,7 @@ def breakdown(selector: ExampleSelector, matrix: np.ndarray, queries: np.ndarray
         "select's _nearest (product+top fetch)": lambda j: selector._nearest(queries[j][None, :], fetch),
         "embed (stub) + text_of": lambda j: selector.embedder.embed([selector.text_of({"text": query_texts[j]})]),
         "select (all)": lambda j: selector.select({"text": query_texts[j]}),
+        f"select (all), dedupe={DEDUPE}": lambda j: deduping.select({"text": query_texts[j]}),
     }
     times: dict[str, list[int]] = {name: [] for name in stages}
     clock = time.perf_counter_ns
@@ -463,6 +471,12 @@ def report(speed_path: Path, quality_path: Path) -> str:
                          f"{p['selector_p50_ms']:.3f} | {p['selector_p99_ms']:.3f} | **{p['ratio_p50']:.3f}** | "
                          f"{p['ratio_mean']:.3f} | {p['ratio_paired_median']:.3f} | {p['same_topk_as_baseline']:.0%} | "
                          f"{p['matrix_bytes_per_example']:.0f} | {p['rss_growth_fit_bytes_per_example']:.0f} |")
+        stages = list(speed["pools"][0].get("breakdown_p50_ms", {}))
+        if stages:
+            lines += ["", "Where select's time goes (each stage alone, p50 ms over the same queries, stages cycled):", "",
+                      "| pool n | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
+            lines += [f"| {p['n']:,} | " + " | ".join(f"{p['breakdown_p50_ms'].get(name, float('nan')):.3f}"
+                                                       for name in stages) + " |" for p in speed["pools"]]
         hnsw = [p for p in speed["pools"] if p.get("hnsw", {}).get("available")]
         if hnsw:
             lines += ["", "| pool n | HNSW build s | HNSW p50 ms | HNSW p99 ms | numpy p50 ms | ratio p50 (numpy/HNSW) "

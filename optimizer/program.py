@@ -17,7 +17,7 @@ from .embed import Embedder
 from .errors import ConfigError, public_url
 from .lm import LM
 from .prompt import Prompt, build_request, output_constraint, parse_output
-from .select import DemoSource, ExampleSelector, NoDemos, RandomDemos, example_record
+from .select import DEDUPE, DemoSource, ExampleSelector, NoDemos, RandomDemos, example_record
 from .task import Example, Task
 
 PROGRAM_FILE = "program.json"
@@ -90,7 +90,8 @@ def save_program(directory: str | Path, task: Task, prompt: Prompt, pool: Sequen
     if prompt.k:
         strategy = "knn" if prompt.strategy == "random" else prompt.strategy
         label_key = task.output if task.output_type == "label" else None
-        selector = ExampleSelector(embedder, prompt.k, input_keys=task.inputs, strategy=strategy, label_key=label_key)
+        selector = ExampleSelector(embedder, prompt.k, input_keys=task.inputs, strategy=strategy, label_key=label_key,
+                                   dedupe=DEDUPE)
         selector.fit([example_record(task, example) for example in pool]).save(directory / SELECTOR_DIR)
     spec = {"format": FORMAT_VERSION, "task": task.to_dict(), "prompt": prompt.to_dict(), "model": lm.model,
             "api_base": public_url(lm.api_base), "scores": dict(scores)}

@@ -26,6 +26,7 @@ ORDERS = ("similar_last", "similar_first")
 INDEXES = ("exact", "hnsw")
 FORMAT_VERSION = 1
 GRAM_MAX = 64  # candidates up to which their whole Gram matrix is computed at once
+DEDUPE = 0.98  # the near-duplicate cutoff formfit's own prompts use (evaluation, optimize, programs, CLI select)
 
 
 class DemoSource(Protocol):
@@ -73,7 +74,7 @@ class SelectorConfig:
     mmr_lambda: float = 0.5
     label_key: str | None = None
     order: str = "similar_last"
-    dedupe: float | None = 0.98
+    dedupe: float | None = None
     fetch_k: int | None = None
     index: str = "exact"
 
@@ -92,7 +93,7 @@ class SelectorConfig:
             raise ConfigError(f"k must be 0 or more, got {self.k}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Selected:
     """One chosen demo with its cosine similarity to the query."""
 
@@ -108,13 +109,14 @@ class ExampleSelector:
     >>> selector.save("selector/"); ExampleSelector.load("selector/")
 
     `input_keys` are the fields embedded (only what a query will have); `exclude_id` in `select` (or an identical
-    input text) keeps the query itself out when the pool is also the evaluation set; `dedupe` skips a candidate
-    whose cosine with an already chosen demo reaches it.
+    input text) keeps the query itself out when the pool is also the evaluation set; `dedupe` (a cosine, e.g.
+    `DEDUPE`; off by default, as in LangChain's and DSPy's selectors) skips a candidate whose similarity to an
+    already chosen demo reaches it, at the cost of one k x k product per query.
     """
 
     def __init__(self, embedder: Embedder | str = "tfidf", k: int = 4, *, input_keys: Sequence[str] | None = None,
                  strategy: str = "knn", mmr_lambda: float = 0.5, label_key: str | None = None,
-                 order: str = "similar_last", dedupe: float | None = 0.98, fetch_k: int | None = None,
+                 order: str = "similar_last", dedupe: float | None = None, fetch_k: int | None = None,
                  index: str = "exact", cache: Cache | None = None) -> None:
         self.config = SelectorConfig(k, tuple(input_keys) if input_keys else None, strategy, mmr_lambda, label_key,
                                      order, dedupe, fetch_k, index)
@@ -130,10 +132,11 @@ class ExampleSelector:
     def text_of(self, example: Mapping[str, Any]) -> str:
         """The text embedded for an example or a query: its input fields, one `key: value` line each."""
         keys = self.config.input_keys or [key for key in example if key != self.config.label_key and key != "id"]
-        missing = [key for key in keys if key not in example]
-        if missing:
-            raise ConfigError(f"example or query lacks input field(s) {', '.join(map(repr, missing))}")
-        return "\n".join(f"{key}: {example[key]}" for key in keys)
+        try:
+            return "\n".join([f"{key}: {example[key]}" for key in keys])
+        except KeyError:
+            missing = [key for key in keys if key not in example]
+            raise ConfigError(f"example or query lacks input field(s) {', '.join(map(repr, missing))}") from None
 
     def fit(self, examples: Sequence[Mapping[str, Any]]) -> ExampleSelector:
         """Embed the pool (once; the embeddings cache answers repeats). TF-IDF learns its IDF weights here."""
@@ -161,7 +164,7 @@ class ExampleSelector:
 
     def select(self, inputs: Mapping[str, Any], *, k: int | None = None, exclude_id: Any = None) -> list[dict]:
         """The demos for one input, as example dicts (ordered by `order`: most similar last by default)."""
-        return [chosen.example for chosen in self.select_scored(inputs, k=k, exclude_id=exclude_id)]
+        return [self.examples[index].copy() for index, _ in self._pick([inputs], k, [exclude_id])[0]]
 
     def select_scored(self, inputs: Mapping[str, Any], *, k: int | None = None,
                       exclude_id: Any = None) -> list[Selected]:
@@ -171,18 +174,22 @@ class ExampleSelector:
     def select_batch(self, queries: Sequence[Mapping[str, Any]], *, k: int | None = None,
                      exclude_ids: Sequence[Any] | None = None) -> list[list[Selected]]:
         """Demos for many inputs at once (one matrix product for the whole batch)."""
+        return [[Selected(self.examples[index].copy(), similarity) for index, similarity in picked]
+                for picked in self._pick(queries, k, exclude_ids)]
+
+    def _pick(self, queries: Sequence[Mapping[str, Any]], k: int | None,
+              exclude_ids: Sequence[Any] | None) -> list[list[tuple[int, float]]]:
+        """For each query, the chosen (pool index, similarity) pairs in `order`."""
         k = self.config.k if k is None else k
         _check_k(k, len(self.examples))
         if k == 0 or not queries:
             return [[] for _ in queries]
         texts = [self.text_of(query) for query in queries]
-        vectors = self.embedder.embed(texts)
         exclude_ids = exclude_ids or [None] * len(queries)
         fetch = min(len(self.examples), self._fetch_size(k))
-        candidates = self._nearest(vectors, fetch)
-        return [
-            self._choose(vectors[row], candidates[row], k, exclude_ids[row], texts[row]) for row in range(len(texts))
-        ]
+        nearest = self._nearest(self.embedder.embed(texts), fetch)
+        return [self._choose(indices, similarities, k, exclude_id, text)
+                for (indices, similarities), exclude_id, text in zip(nearest, exclude_ids, texts)]
 
     def _fetch_size(self, k: int) -> int:
         if self.config.fetch_k:
@@ -193,22 +200,23 @@ class ExampleSelector:
             return max(4 * k, 20)
         return 2 * k + 2  # room for the excluded query and near-duplicates
 
-    def _nearest(self, vectors: np.ndarray, fetch: int) -> list[np.ndarray]:
-        """Indices of the `fetch` most similar pool rows per query, best first (exact, or HNSW when asked)."""
+    def _nearest(self, vectors: np.ndarray, fetch: int) -> list[tuple[list[int], list[float]]]:
+        """Per query, the `fetch` most similar pool rows, best first, as (indices, cosine similarities): exact, or
+        HNSW when asked. Few numpy calls: with a small query batch their fixed cost is what shows."""
         if self.config.index == "hnsw":
-            return list(self._hnsw().search(vectors, fetch)[1])
-        if len(vectors) == 1:  # one query: a matrix-vector product and 1-D partitions, the cheapest path
-            similarities = self.matrix @ vectors[0]
-            top = np.argpartition(similarities, -fetch)[-fetch:] if fetch < len(similarities) else \
-                np.arange(len(similarities))
-            return [top[np.argsort(similarities[top])[::-1]]]
-        similarities = vectors @ self.matrix.T
-        if fetch < similarities.shape[1]:
-            top = np.argpartition(-similarities, fetch - 1, axis=1)[:, :fetch]
+            similarities, indices = self._hnsw().search(vectors, fetch)
+            return [_ranked(row, scores) for row, scores in zip(indices.tolist(), similarities.tolist())]
+        if len(vectors) == 1:  # one query: a matrix-vector product and a 1-D partition, the cheapest path
+            scores = self.matrix @ vectors[0]
+            top = np.argpartition(scores, -fetch)[-fetch:] if fetch < len(scores) else np.arange(len(scores))
+            return [_ranked(top.tolist(), scores[top].tolist())]
+        scores = vectors @ self.matrix.T
+        if fetch < scores.shape[1]:
+            top = np.argpartition(-scores, fetch - 1, axis=1)[:, :fetch]
         else:
-            top = np.tile(np.arange(similarities.shape[1]), (len(vectors), 1))
-        order = np.take_along_axis(similarities, top, axis=1).argsort(axis=1)[:, ::-1]
-        return list(np.take_along_axis(top, order, axis=1))
+            top = np.tile(np.arange(scores.shape[1]), (len(vectors), 1))
+        similarities = np.take_along_axis(scores, top, axis=1)
+        return [_ranked(row, values) for row, values in zip(top.tolist(), similarities.tolist())]
 
     def _hnsw(self) -> Any:
         if self._ann is None:
@@ -223,27 +231,36 @@ class ExampleSelector:
             self._ann = index
         return self._ann
 
-    def _choose(self, query: np.ndarray, candidates: np.ndarray, k: int, exclude_id: Any,
-                query_text: str) -> list[Selected]:
-        """Pick `k` of the candidates (pool indices, best first) by the strategy, on the candidate block: its
-        similarities to the query and its Gram rows (all at once up to GRAM_MAX candidates, else on demand), as
+    def _choose(self, indices: list[int], similarity: list[float], k: int, exclude_id: Any,
+                query_text: str) -> list[tuple[int, float]]:
+        """Pick `k` of the candidates (pool indices, best first, with their similarities to the query) by the
+        strategy, on the candidate block's Gram rows (all at once up to GRAM_MAX candidates, else on demand), as
         plain floats, since the loops below are short and numpy's per-call overhead would dominate them."""
-        kept = [i for i in candidates.tolist() if i >= 0]  # HNSW pads missing results with -1
-        if exclude_id is not None:
-            kept = [i for i in kept if not self._excluded(i, exclude_id, query_text)]
-        block = self.matrix[kept]
-        similarity = (block @ query).tolist()
-        gram: Gram = []  # not needed: no dedupe, no MMR
-        if self.config.dedupe is not None or self.config.strategy == "mmr":
-            gram = (block @ block.T).tolist() if len(kept) <= GRAM_MAX else _GramRows(block)
-        if self.config.strategy == "mmr":
-            chosen = self._mmr(similarity, gram, k)
-        elif self.config.strategy == "label_quota":
-            chosen = self._label_quota(kept, gram, k)
+        if exclude_id is not None or self.config.index == "hnsw":  # HNSW pads missing results with -1
+            kept = [j for j, i in enumerate(indices)
+                    if i >= 0 and not (exclude_id is not None and self._excluded(i, exclude_id, query_text))]
+            indices, similarity = [indices[j] for j in kept], [similarity[j] for j in kept]
+        if self.config.strategy == "knn" and self._distinct(indices[:k]):  # the common case: the top k as is
+            chosen = list(range(min(k, len(indices))))
         else:
-            chosen = self._deduped(range(len(kept)), gram, k, [])
+            block = self.matrix[indices]
+            gram = (block @ block.T).tolist() if len(indices) <= GRAM_MAX else _GramRows(block)
+            if self.config.strategy == "mmr":
+                chosen = self._mmr(similarity, gram, k)
+            elif self.config.strategy == "label_quota":
+                chosen = self._label_quota(indices, gram, k)
+            else:
+                chosen = self._deduped(range(len(indices)), gram, k, [])
         chosen.sort(key=similarity.__getitem__, reverse=self.config.order == "similar_first")
-        return [Selected(dict(self.examples[kept[j]]), similarity[j]) for j in chosen]
+        return [(indices[j], similarity[j]) for j in chosen]
+
+    def _distinct(self, indices: list[int]) -> bool:
+        """No two of these pool rows are near-duplicates (always true without dedupe): one small product."""
+        if self.config.dedupe is None or len(indices) < 2:
+            return True
+        block = self.matrix[indices]
+        gram = (block @ block.T).tolist()
+        return all(value < self.config.dedupe for j, row in enumerate(gram) for value in row[j + 1:])
 
     def _excluded(self, index: int, exclude_id: Any, query_text: str) -> bool:
         """The query itself: the same id, or the same input text (a pool that is also the evaluation set)."""
@@ -335,6 +352,12 @@ class ExampleSelector:
         return selector
 
 
+def _ranked(indices: list[int], similarities: list[float]) -> tuple[list[int], list[float]]:
+    """Candidates best first (ties: lower pool index first), as parallel lists."""
+    order = sorted(range(len(indices)), key=lambda j: (-similarities[j], indices[j]))
+    return [indices[j] for j in order], [similarities[j] for j in order]
+
+
 def _tuple(value: Any) -> tuple[str, ...] | None:
     return tuple(value) if value else None
 
@@ -367,9 +390,9 @@ class SelectorDemos:
 
     def demos_for_many(self, examples: Sequence[Example]) -> list[list[Example]]:
         """Demos for a batch of inputs with one matrix product (much faster than one query at a time)."""
-        batches = self.selector.select_batch([example.inputs for example in examples],
-                                             exclude_ids=[example.id for example in examples])
-        return [[self._by_id[chosen.example["id"]] for chosen in batch] for batch in batches]
+        picks = self.selector._pick([example.inputs for example in examples], None,
+                                    [example.id for example in examples])
+        return [[self._by_id[self.selector.examples[index]["id"]] for index, _ in picked] for picked in picks]
 
 
 def demos_for_all(source: DemoSource, examples: Sequence[Example]) -> list[list[Example]]:
@@ -391,6 +414,7 @@ def demo_source(task: Task, pool: Sequence[Example], k: int, strategy: str = "ra
     if strategy == "random":
         return RandomDemos(pool, k, seed)
     label_key = task.output if task.output_type == "label" else None
+    options.setdefault("dedupe", DEDUPE)
     selector = ExampleSelector(embedder, k, input_keys=task.inputs, strategy=strategy,
                                label_key=options.pop("label_key", label_key), **options)
     _check_k(k, len(pool))

@@ -11,7 +11,7 @@ import pytest
 
 from optimizer.embed import CachedEmbedder, TfidfEmbedder, normalize_rows
 from optimizer.errors import ConfigError
-from optimizer.select import ExampleSelector
+from optimizer.select import DEDUPE, ExampleSelector
 
 
 class VectorEmbedder:
@@ -75,9 +75,9 @@ def test_exclude_keeps_the_query_out() -> None:
 def test_dedupe_skips_near_identical_examples() -> None:
     examples = [{"id": i, "text": "the very same text", "label": "a"} for i in range(5)]
     examples += [{"id": 10 + i, "text": f"different thing {i}", "label": "b"} for i in range(5)]
-    deduped = ExampleSelector("tfidf", 3, input_keys=["text"]).fit(examples).select({"text": "the very same text"})
-    plain = ExampleSelector("tfidf", 3, input_keys=["text"], dedupe=None).fit(examples).select(
+    deduped = ExampleSelector("tfidf", 3, input_keys=["text"], dedupe=DEDUPE).fit(examples).select(
         {"text": "the very same text"})
+    plain = ExampleSelector("tfidf", 3, input_keys=["text"]).fit(examples).select({"text": "the very same text"})
     assert sum(e["text"] == "the very same text" for e in plain) == 3
     assert sum(e["text"] == "the very same text" for e in deduped) == 1
 
