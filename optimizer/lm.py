@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from .cache import Cache, cache_key
 from .errors import BudgetExhausted, ConfigError, FormfitError, ModelError, public_url, redact
-from .retry import RetryPolicy, user_error
+from .retry import MalformedResponse, RetryPolicy, user_error
 
 # LiteLLM would fetch its price table from the network at import; the copy it ships is used instead.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -277,10 +277,12 @@ class LiteLLMBackend:
         start = time.perf_counter()
         if request.messages is not None:
             response = self._litellm.completion(messages=[dict(m) for m in request.messages], **params)
-            text = response.choices[0].message.content or ""
         else:
             response = self._litellm.text_completion(prompt=request.prompt, **params)
-            text = response.choices[0].text or ""
+        if not response.choices:
+            raise MalformedResponse("the server answered without any choices")
+        choice = response.choices[0]
+        text = (choice.message.content if request.messages is not None else choice.text) or ""
         usage = getattr(response, "usage", None)
         return LMResponse(
             text=text,

@@ -15,7 +15,7 @@ T = TypeVar("T")
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 _RETRYABLE_NAMES = {
     "Timeout", "APITimeoutError", "ReadTimeout", "RateLimitError", "ServiceUnavailableError", "InternalServerError",
-    "BadGatewayError", "JSONDecodeError", "APIResponseValidationError",
+    "BadGatewayError", "JSONDecodeError", "APIResponseValidationError", "MalformedResponse",
 }
 _CONNECTION_NAMES = {"APIConnectionError", "ConnectError", "ConnectionError", "RemoteProtocolError"}
 BASE_ENV = "FORMFIT_RETRY_BASE_S"
@@ -33,6 +33,10 @@ def default_base_s() -> float:
     if not value >= 0:
         raise ConfigError(f"{BASE_ENV} must be a number of seconds >= 0, got {text!r}")
     return value
+
+
+class MalformedResponse(Exception):
+    """A success status whose body lacks what every answer has (e.g. no choices): worth another try."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ fault-free client would send, in the same order when the client runs one call at
     timeout   sleeps `timeout_s` (longer than the client's timeout), then closes the connection unanswered
     truncated "200", `Content-Length` of a full body, half a body sent, then the connection is closed
     garbage   "200" with `Content-Type: application/json` and a body that is not JSON
+    empty     "200" with a well-formed chat completion that has no choices
     reset     closes the socket without answering, with an RST (SO_LINGER 0): "connection reset by peer"
 
 Counters: `requests` (requests received), `injected` (faults by kind), `completed` (requests that reached
@@ -33,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-FAULT_KINDS = ("429", "500", "503", "timeout", "truncated", "garbage", "reset")
+FAULT_KINDS = ("429", "500", "503", "timeout", "truncated", "garbage", "empty", "reset")
 
 
 class _Server(ThreadingHTTPServer):
@@ -245,6 +246,9 @@ class FaultProxy:
             _reset(handler)
         elif fault == "garbage":
             self._send(handler, 200, b"<html><body>502 proxy says hello {not json", "application/json")
+        elif fault == "empty":
+            self._send(handler, 200, json.dumps({"id": "x", "object": "chat.completion", "created": 0,
+                                                 "model": "injected", "choices": []}).encode(), "application/json")
         elif fault == "reset":
             _reset(handler)
         else:  # pragma: no cover - checked in __init__

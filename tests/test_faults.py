@@ -37,7 +37,7 @@ TIMEOUT_S = 30.0  # the eval's --timeout: a real call takes 2-8 s on a busy 2-co
 #                   sleeps longer than this
 EVAL = ("eval", "support_intent", "--limit", "4", "--k", "2", "--json")
 # Two faults before each of the first three calls, one before the fourth: every kind once, 4 calls, 7 retries.
-EVAL_PLAN = dict(zip((1, 2, 4, 5, 7, 8, 10), FAULT_KINDS))
+EVAL_PLAN = dict(zip((1, 2, 4, 5, 7, 8, 10, 11), FAULT_KINDS))
 
 
 @pytest.fixture(scope="module")
