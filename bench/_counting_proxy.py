@@ -1,0 +1,165 @@
+"""A counting HTTP proxy in front of an OpenAI-compatible server (stdlib only), for bench/vs_dspy.py.
+
+Every request is forwarded to the upstream server unchanged. Each POST to `.../chat/completions` or
+`.../completions` that the upstream answers is one LM call: it is charged to the meter's current tag with the
+`usage.prompt_tokens` / `usage.completion_tokens` of the response. Cache hits of the clients never get here, so the
+meter counts real LM calls only, the same way for every client.
+
+The meter persists its counters (and each tag's accumulated wall time) to a JSON file after every call, so a run
+that is interrupted in the middle of a tag and resumed adds to the counts it had instead of starting over.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+LM_PATHS = ("/chat/completions", "/completions")
+UNMEASURED = "unmeasured"
+
+
+@dataclass
+class Counts:
+    """Real LM calls charged to one tag, their tokens, and the tag's wall time so far."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: int = 0
+    wall_s: float = 0.0
+
+
+class Meter:
+    """Per-tag counters, persisted to `path` (a JSON object tag -> Counts) after every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        self.counts = {tag: Counts(**value) for tag, value in saved.items()}
+        self._tag: str | None = None
+        self._since = 0.0
+        self._lock = threading.Lock()
+
+    def start(self, tag: str) -> None:
+        """Charge what follows to `tag`, on top of what an interrupted earlier run counted for it."""
+        with self._lock:
+            self.counts.setdefault(tag, Counts())
+            self._tag, self._since = tag, time.perf_counter()
+
+    def stop(self) -> Counts:
+        """Stop charging the current tag; returns its final counts."""
+        with self._lock:
+            tag, self._tag = self._tag, None
+            if tag is None:
+                raise RuntimeError("Meter.stop() without start()")
+            self.counts[tag].wall_s += time.perf_counter() - self._since
+            self._save()
+            return self.counts[tag]
+
+    def record(self, prompt_tokens: int, completion_tokens: int, ok: bool) -> None:
+        """One answered request; one that ends after `stop()` (in flight at an interruption) goes to UNMEASURED."""
+        with self._lock:
+            counts = self.counts.setdefault(self._tag or UNMEASURED, Counts())
+            counts.calls += ok
+            counts.errors += not ok
+            counts.prompt_tokens += prompt_tokens
+            counts.completion_tokens += completion_tokens
+            if self._tag is not None:
+                now = time.perf_counter()
+                counts.wall_s += now - self._since
+                self._since = now
+            self._save()
+
+    def _save(self) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({tag: asdict(c) for tag, c in self.counts.items()}, indent=1))
+        temporary.replace(self.path)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    proxy: CountingProxy
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.server.proxy.handle(self, "GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.server.proxy.handle(self, "POST")
+
+
+class CountingProxy:
+    """`with CountingProxy("http://127.0.0.1:PORT/v1", meter) as proxy: proxy.url` -> the proxy's base URL."""
+
+    def __init__(self, upstream: str, meter: Meter, timeout_s: float = 600.0) -> None:
+        parts = urlsplit(upstream)
+        self.host, self.port_upstream = parts.hostname or "127.0.0.1", parts.port or 80
+        self.base_path = parts.path.rstrip("/")
+        self.meter, self.timeout_s = meter, timeout_s
+        self._server: _Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}{self.base_path}"
+
+    def __enter__(self) -> CountingProxy:
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.proxy = self
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def handle(self, handler: _Handler, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        try:
+            status, content_type, payload = self._forward(handler, method, body)
+        except OSError as exc:
+            status, content_type = 502, "application/json"
+            payload = json.dumps({"error": {"message": f"proxy: upstream failed: {exc}"}}).encode()
+        if method == "POST" and handler.path.split("?")[0].endswith(LM_PATHS):
+            self.meter.record(*_usage(payload), ok=status == 200)
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+    def _forward(self, handler: _Handler, method: str, body: bytes) -> tuple[int, str, bytes]:
+        connection = http.client.HTTPConnection(self.host, self.port_upstream, timeout=self.timeout_s)
+        try:
+            headers = {key: value for key, value in handler.headers.items()
+                       if key.lower() not in ("host", "connection", "content-length", "accept-encoding")}
+            connection.request(method, handler.path, body=body or None, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.getheader("Content-Type", "application/json"), response.read()
+        finally:
+            connection.close()
+
+
+def _usage(payload: bytes) -> tuple[int, int]:
+    """(prompt_tokens, completion_tokens) of an OpenAI-style response body; zeros if it has none."""
+    try:
+        usage = json.loads(payload).get("usage") or {}
+    except (ValueError, AttributeError):
+        return 0, 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)

