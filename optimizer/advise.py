@@ -10,8 +10,9 @@ error taxonomy of the best program. Every score carries a bootstrap interval ove
 and the cost break-even. The rules and their thresholds are module constants, in the order they are tried:
 
 1. *add retrieval, do not fine-tune for this*: showing the context gains >= CONTEXT_GAIN (interval above 0) and
-   closes >= FACT_SHARE of the gap between the best score and a perfect one (fine-tuning does not teach facts;
-   Ovadia et al. 2023, Gekhman et al. 2024).
+   either closes >= FACT_SHARE of the gap between the best score and a perfect one, or is the lever that moves the
+   score (its interval lies above that of every prompt-only lever: more demos, more data, constrained output).
+   Fine-tuning does not teach facts (Ovadia et al. 2023, Gekhman et al. 2024).
 2. *prompt-only is enough*: the best program is at CEILING, or the demo and pool curves are flat (< PLATEAU per
    doubling) at a usable score (>= PLATEAU_FLOOR; flat curves lower down fall through to the rules below) -- unless the break-even says a distilled fine-tune pays for itself at the user's monthly calls:
    *fine-tune (distill) for cost or latency*.
@@ -312,12 +313,16 @@ def _rule(m: Measurements, cost: BreakEven, monthly_calls: int | None,
           months: float) -> tuple[str, list[str], Estimate | None]:
     best = f"the best prompt-only program scores {m.best.text()} ({_describe(m.best_prompt)})"
     gap = max(1e-9, 1.0 - m.best.value)
-    if m.context_gain and m.context_gain.low > 0 and m.context_gain.value >= CONTEXT_GAIN \
-            and m.context_gain.value >= FACT_SHARE * gap:
+    levers = {"more demos": m.demo_gain, "more data": m.pool_gain, "constrained output": m.constrained_gain}
+    others = {name: gain for name, gain in levers.items() if gain is not None}
+    if m.context_gain and m.context_gain.low > 0 and m.context_gain.value >= CONTEXT_GAIN and (
+            m.context_gain.value >= FACT_SHARE * gap or all(m.context_gain.low > g.high for g in others.values())):
         return "add_retrieval", [
             best,
             f"showing the task's context changes the score by {m.context_gain.text(points=True)}: it closes "
             f"{m.context_gain.value / gap:.0%} of the gap to a perfect score",
+            "no prompt-only lever comes close: " + (", ".join(f"{name} {_gain(gain)}" for name, gain in others.items())
+                                                     or "none measured"),
             f"{m.shares['fact']:.0%} of the failures are fact errors that the context fixes outright "
             f"(score >= {FIXED_SCORE} with it)",
             "fine-tuning does not reliably add facts and can raise hallucination (Gekhman et al. 2024); "

@@ -52,8 +52,12 @@ def test_facts_that_the_context_fixes_mean_retrieval() -> None:
     assert any("+40.0 [+37.0, +43.0] pts: it closes 80% of the gap" in reason for reason in advice.reasons)
     assert verdict(replace(facts, context_gain=est(CONTEXT_GAIN - 0.01, 0.005))) != "add_retrieval"
     assert verdict(replace(facts, context_gain=est(0.3, 0.35))) != "add_retrieval"  # interval reaches 0
-    low = replace(facts, best=est(0.2), context_gain=est(0.19, 0.02))  # closes under a quarter of the gap
+    # closing under a quarter of the gap is enough only when no prompt-only lever does as well
+    low = replace(facts, best=est(0.2), context_gain=est(0.19, 0.02), demo_gain=est(0.15, 0.04))
     assert verdict(low) != "add_retrieval" and verdict(replace(low, context_gain=est(0.21, 0.02))) == "add_retrieval"
+    assert verdict(replace(low, demo_gain=est(0.10, 0.02))) == "add_retrieval"  # context [0.17, 0.21] > demos' 0.12
+    assert verdict(replace(low, demo_gain=est(0.10, 0.02), pool_gain=est(0.16, 0.02))) != "add_retrieval"
+    assert verdict(replace(low, demo_gain=None, pool_gain=None, constrained_gain=None)) == "add_retrieval"
 
 
 def test_ceiling_or_flat_curves_mean_prompt_only() -> None:
