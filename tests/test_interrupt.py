@@ -42,6 +42,8 @@ import optimizer.run, sklearn.cluster, sklearn.feature_extraction.text, sklearn.
 # program are still written by RunFolder.finish.
 optimizer.run.write_reports = lambda result, folder: (folder / "report.md", folder / "report.html")
 SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
+# A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it: restore Ctrl-C's default.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Backend:
