@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from optimizer.cache import Cache  # noqa: E402
-from optimizer.embed import CachedEmbedder, MiniLMEmbedder, TfidfEmbedder  # noqa: E402
+from optimizer.embed import CachedEmbedder, LiteLLMEmbedder, MiniLMEmbedder, TfidfEmbedder  # noqa: E402
 from optimizer.evaluate import evaluate  # noqa: E402
 from optimizer.lm import LM  # noqa: E402
 from optimizer.select import DEDUPE, ExampleSelector, demo_source  # noqa: E402
@@ -253,7 +253,7 @@ def time_hnsw(exact: ExampleSelector, stub, examples, queries, query_texts, matr
     return out
 
 
-def embed_throughput(n_texts: int, seed: int) -> dict:
+def embed_throughput(n_texts: int, seed: int, api_base: str | None = None, api_model: str = "smollm2") -> dict:
     rows = read_jsonl(DATA / "banking77" / "train.jsonl")
     random.Random(seed).shuffle(rows)
     texts = [f"text: {row['text']}" for row in rows[:n_texts]]  # what the selector embeds
@@ -287,6 +287,13 @@ def embed_throughput(n_texts: int, seed: int) -> dict:
         log(f"minilm: {out['minilm_texts_per_s']:.0f} texts/s")
     except Exception as exc:  # noqa: BLE001 - report, do not die
         out["minilm_error"] = repr(exc)
+    if api_base:  # LiteLLM's embedding call against an OpenAI-compatible server (batches of 128, no cache)
+        remote = LiteLLMEmbedder(api_model, api_base)
+        start = time.perf_counter()
+        remote.embed(texts)
+        out["litellm_texts_per_s"] = len(texts) / (time.perf_counter() - start)
+        out["litellm_model"] = f"{remote.model} at {api_base}"
+        log(f"litellm: {out['litellm_texts_per_s']:.0f} texts/s")
     return out
 
 
@@ -298,7 +305,7 @@ def run_speed(args) -> dict:
         n_queries = args.queries if n <= 20000 else max(100, args.queries // 4)
         result["pools"].append(time_pool(n, args.dim, args.k, n_queries, 20, args.seed, not args.no_hnsw))
     if not args.no_embed:
-        result["embedding"] = embed_throughput(args.embed_texts, args.seed)
+        result["embedding"] = embed_throughput(args.embed_texts, args.seed, args.embed_api_base)
     return result
 
 
@@ -496,6 +503,8 @@ def report(speed_path: Path, quality_path: Path) -> str:
                              f"{emb['minilm_texts_per_s']:,.0f} |")
             else:
                 lines.append(f"| MiniLM | failed: {emb.get('minilm_error')} |")
+            if "litellm_texts_per_s" in emb:
+                lines.append(f"| LiteLLM, {emb['litellm_model']} | {emb['litellm_texts_per_s']:,.0f} |")
         lines.append("")
     if quality_path.exists():
         quality = json.loads(quality_path.read_text())
@@ -558,6 +567,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-hnsw", action="store_true")
     parser.add_argument("--no-embed", action="store_true")
     parser.add_argument("--embed-texts", type=int, default=1000)
+    parser.add_argument("--embed-api-base", default=None,
+                        help="also time the LiteLLM embedder against this OpenAI-compatible server (model smollm2)")
     # quality
     parser.add_argument("--datasets", type=lambda s: s.split(","), default=["trec", "sst2", "banking77"])
     parser.add_argument("--ks", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8])
