@@ -28,16 +28,17 @@ rarely writes its `[[ ## label ## ]]` fields, so most answers cost two calls); `
 formfit's own chat layout; `json` (JSONAdapter) and `xml` (XMLAdapter) can be chosen too.
 
 Every method is scored on the test rows: accuracy with a 95% bootstrap interval (optimizer.stats), LM calls and
-tokens of its optimization ("optimize") and of its test run ("test"), and wall time. Results go to OUT/vs_dspy.json
-and OUT/vs_dspy.md after every step. Resumable: each (dataset, method) has its own DSPy or formfit disk cache
-under OUT, the proxy's counters are saved after every call, a finished method is never rerun, and a method
+tokens of its optimization ("optimize") and of its test run ("test"), and wall time. Results go to --results
+(bench/results/vs_dspy.json, committed, plus vs_dspy.md beside it) after every step. Resumable: each (dataset,
+method) has its own DSPy or formfit disk cache under --out (cache/vs_dspy), the proxy's counters are saved after
+every call, a finished method is never rerun (on any machine: its record is in --results), and a method
 interrupted after its optimization replays it from its cache (replay calls are counted apart and should be 0).
 
-    .venv/bin/python bench/vs_dspy.py                                     # the full table, into runs/vs_dspy
+    .venv/bin/python bench/vs_dspy.py                                     # the full table
     .venv/bin/python bench/vs_dspy.py --resume                            # continue it after an interruption
     .venv/bin/python bench/vs_dspy.py --datasets trec --pool 40 --dev 10 --test 8 --methods labeled,knn,formfit \\
-        --adapters plain --budget 30 --out /tmp/vs_dspy_smoke             # a smoke test (~70 LM calls)
-    .venv/bin/python bench/vs_dspy.py --report runs/vs_dspy/vs_dspy.json  # print the markdown tables
+        --adapters plain --budget 30 --out /tmp/smoke --results /tmp/smoke/r.json   # a smoke test (~70 LM calls)
+    .venv/bin/python bench/vs_dspy.py --report bench/results/vs_dspy.json # print the markdown tables
 
 Time (smoke run, 1 server thread, while two other model benchmarks kept the 2 cores busy): ~1.3 s per call with
 `plain` prompts of 16 demos (~450 prompt tokens), ~0.6 s for formfit's zero-shot prompts, ~8.5 s per call with
@@ -295,12 +296,12 @@ class Bench:
     def __init__(self, args: argparse.Namespace, api_base: str, alive: Callable[[], bool], meter: Meter) -> None:
         self.args, self.api_base, self.alive, self.meter = args, api_base, alive, meter
         self.out = Path(args.out)
-        self.path = self.out / "vs_dspy.json"
+        self.path = Path(args.results)
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {"meta": {}, "datasets": {}}
         setup = {"model": LOCAL_MODEL, "seed": args.seed, "pool": args.pool, "dev": args.dev, "test": args.test}
         changed = {key: value for key, value in setup.items() if self.data["meta"].get(key, value) != value}
         if changed:
-            raise SystemExit(f"{self.path} was run with other settings (now asked: {changed}); use another --out")
+            raise SystemExit(f"{self.path} was run with other settings (now asked: {changed}); use another --results")
         self.data["meta"].update(setup, served_as=SERVED_MODEL, dspy=dspy.__version__,
                                  updated=dt.datetime.now().isoformat(timespec="seconds"))
         self.task_lm = dspy_lm(api_base, TASK_MAX_TOKENS)
@@ -310,7 +311,7 @@ class Bench:
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.data, indent=1))
         temporary.replace(self.path)
-        (self.out / "vs_dspy.md").write_text(report(self.data))
+        self.path.with_suffix(".md").write_text(report(self.data))
 
     @contextmanager
     def measured(self, tag: str) -> Iterator[list[Counts]]:
@@ -451,7 +452,8 @@ def row(key: str, record: dict) -> str:
         failures = record.get("failed_predictions")
         cell += f" ({failures} failed predictions)" if failures else ""
     else:
-        cell = f"{record['status']}: {record.get('error', 'not tested yet')}"[:160]
+        error = " ".join(str(record.get("error", "not tested yet")).split()).replace("|", "/")
+        cell = f"{record['status']}: {error}"[:160]
     return (f"| {label} | {cell} | {spent[0]['calls']:,} + {spent[1]['calls']:,} | {tokens[0]:,} | {tokens[1]:,} "
             f"| {spent[0]['wall_s'] + spent[1]['wall_s']:,.0f} |")
 
@@ -482,8 +484,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=1000, help="train rows given to every method")
     parser.add_argument("--dev", type=int, default=100, help="held-out rows: DSPy's valset, formfit's dev split")
     parser.add_argument("--test", type=int, default=200, help="held-out rows every method is scored on")
-    parser.add_argument("--out", default=str(ROOT / "runs" / "vs_dspy"), help="results, caches, counters, server log")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out; finished methods are kept")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "vs_dspy.json"),
+                        help="the results JSON (a markdown table is written next to it); kept in the repository so a "
+                             "run spread over several machines adds to one table")
+    parser.add_argument("--out", default=str(ROOT / "cache" / "vs_dspy"),
+                        help="working folder: caches, call counters, server log")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --results; finished methods are kept")
     parser.add_argument("--api-base", default=None,
                         help=f"use this running OpenAI-compatible server (serving {SERVED_MODEL}) instead of "
                              "starting llama-cpp-python's")
@@ -498,9 +505,11 @@ def main(argv: list[str] | None = None) -> None:
         print(report(json.loads(Path(args.report).read_text())))
         return
     out = Path(args.out)
-    if (out / "vs_dspy.json").exists() and not args.resume:
-        raise SystemExit(f"{out} holds a run already: pass --resume to continue it, or choose another --out")
+    if Path(args.results).exists() and not args.resume:
+        raise SystemExit(f"{args.results} holds a run already: pass --resume to continue it, or choose another "
+                         "--results")
     out.mkdir(parents=True, exist_ok=True)
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the server too, like Ctrl-C
     logging.getLogger("dspy").setLevel(logging.ERROR)  # one truncation warning per unparseable answer otherwise
     meter = Meter(out / "meter.json")
