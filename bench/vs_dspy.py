@@ -430,8 +430,41 @@ def report(data: dict) -> str:
                   "| wall s |", "|---|---|---|---|---|---|"]
         for key in sorted(block["methods"], key=row_order):
             lines.append(row(key, block["methods"][key]))
-        lines.append("")
+        lines += ["", target_check(block["methods"]), ""]
     return "\n".join(lines)
+
+
+def extra_calls(record: dict) -> int:
+    """LM calls beyond one answer per test input: what a method spends to learn, before test time (bootstrapping,
+    instruction search) or during it (KNNFewShot bootstraps on each input's neighbours)."""
+    return record["optimize"]["calls"] + record["test"]["calls"] - len(record["scores"])
+
+
+def target_check(methods: dict[str, dict]) -> str:
+    """The issue's target against the best finished DSPy row: formfit's best score at <= 50% of its extra calls
+    must be >= 5 points higher."""
+    done = {key: record for key, record in methods.items() if record["status"] == "done"}
+    dspy_rows = {key: record for key, record in done.items() if record["kind"] == "dspy"}
+    formfit_rows = {key: record for key, record in done.items() if record["kind"] == "formfit"}
+    if not dspy_rows or not formfit_rows:
+        return "Target: not checked yet (it needs a finished DSPy row and a finished formfit row)."
+    best_key = max(dspy_rows, key=lambda key: dspy_rows[key]["score"]["value"])
+    best = dspy_rows[best_key]
+    allowed = extra_calls(best) / 2
+    text = (f"Target (formfit >= best DSPy + 5 points, at <= 50% of its calls beyond one answer per test input): "
+            f"best DSPy row {best_key} {best['score']['value']:.3f}, {extra_calls(best):,} extra calls; ")
+    within = {key: record for key, record in formfit_rows.items() if extra_calls(record) <= allowed}
+    if not within:
+        top = max(formfit_rows, key=lambda key: formfit_rows[key]["score"]["value"])
+        gain = 100 * (formfit_rows[top]["score"]["value"] - best["score"]["value"])
+        where = f"no formfit row within {allowed:,.0f} of them" if allowed else "no optimizer can spend half of 0"
+        return text + (f"{where} (the best formfit row, {top} with {extra_calls(formfit_rows[top]):,}, is "
+                       f"{gain:+.1f} points): not met.")
+    key = max(within, key=lambda key: within[key]["score"]["value"])
+    gain = 100 * (within[key]["score"]["value"] - best["score"]["value"])
+    verdict = "met" if gain >= 5 else f"short by {5 - gain:.1f} points"
+    return (text + f"best formfit row within {allowed:,.0f} of them: {key} {within[key]['score']['value']:.3f} "
+            f"with {extra_calls(within[key]):,}, {gain:+.1f} points: {verdict}.")
 
 
 def row_order(key: str) -> tuple:

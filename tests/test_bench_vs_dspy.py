@@ -1,0 +1,50 @@
+"""The DSPy comparison's target check (bench/vs_dspy.py), on hand-made result records."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conftest import ROOT
+
+pytest.importorskip("dspy")
+
+
+def load_vs_dspy():
+    spec = importlib.util.spec_from_file_location("vs_dspy", ROOT / "bench" / "vs_dspy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+vs_dspy = load_vs_dspy()
+
+
+def record(kind: str, score: float, optimize: int, test: int, rows: int = 200) -> dict:
+    return {"kind": kind, "status": "done", "score": {"value": score, "low": score, "high": score},
+            "optimize": {"calls": optimize}, "test": {"calls": test}, "scores": [score] * rows}
+
+
+def test_extra_calls_count_test_time_learning_and_not_the_answers():
+    assert vs_dspy.extra_calls(record("dspy", 0.5, 0, 1000)) == 800  # KNNFewShot bootstraps at test time
+    assert vs_dspy.extra_calls(record("dspy", 0.5, 611, 200)) == 611
+    assert vs_dspy.extra_calls(record("dspy", 0.5, 0, 200)) == 0
+
+
+def test_target_is_checked_against_the_best_dspy_row_within_half_its_calls():
+    methods = {"knn[plain]": record("dspy", 0.52, 0, 1000), "mipro[plain]": record("dspy", 0.18, 611, 200),
+               "formfit@305": record("formfit", 0.59, 268, 200), "formfit@611": record("formfit", 0.70, 531, 200)}
+    text = vs_dspy.target_check(methods)
+    assert "best DSPy row knn[plain] 0.520, 800 extra calls" in text
+    assert "formfit@305 0.590 with 268, +7.0 points: met." in text  # formfit@611 spends 531 > 400
+
+    methods["formfit@305"] = record("formfit", 0.55, 268, 200)
+    assert vs_dspy.target_check(methods).endswith("+3.0 points: short by 2.0 points.")
+
+
+def test_target_not_met_when_no_formfit_row_is_cheap_enough():
+    methods = {"labeled[plain]": record("dspy", 0.075, 0, 200), "formfit@406": record("formfit", 0.505, 364, 200)}
+    text = vs_dspy.target_check(methods)
+    assert "no optimizer can spend half of 0" in text and text.endswith("+43.0 points): not met.")
+    assert vs_dspy.target_check({"formfit@406": methods["formfit@406"]}).startswith("Target: not checked yet")
