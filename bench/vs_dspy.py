@@ -421,13 +421,14 @@ def report(data: dict) -> str:
     meta = data["meta"]
     lines = [f"Model {meta['model']} (llama-cpp-python server, 1 thread), DSPy {meta['dspy']}, seed {meta['seed']}; "
              f"pool <= {meta['pool']}, dev {meta['dev']}, test {meta['test']}. Score: test accuracy [95% bootstrap "
-             "CI]. LM calls and tokens are real calls counted by one proxy (cache hits excluded): optimize + test.",
+             "CI]. LM calls and tokens are real calls counted by one proxy (cache hits excluded): optimize + test; extra "
+             "calls = those beyond one answer per test input.",
              ""]
     for name, block in data["datasets"].items():
         sizes = block.get("sizes", {})
         lines += [f"### {name} (pool {sizes.get('train')}, dev {sizes.get('dev')}, test {sizes.get('test')})", "",
-                  "| method | test score [95% CI] | LM calls: optimize + test | prompt tokens | completion tokens "
-                  "| wall s |", "|---|---|---|---|---|---|"]
+                  "| method | test score [95% CI] | LM calls: optimize + test | extra calls | prompt tokens "
+                  "| completion tokens | wall s |", "|---|---|---|---|---|---|---|"]
         for key in sorted(block["methods"], key=row_order):
             lines.append(row(key, block["methods"][key]))
         lines += ["", target_check(block["methods"]), ""]
@@ -479,7 +480,9 @@ def row(key: str, record: dict) -> str:
     label = key + (f" (for {'; '.join(record['for'])})" if record.get("for") else "")
     spent = [record.get(part, asdict(Counts())) for part in ("optimize", "test")]
     tokens = [sum(part[field] for part in spent) for field in ("prompt_tokens", "completion_tokens")]
+    extra = ""
     if record["status"] == "done":
+        extra = f"{extra_calls(record):,}"
         score = record["score"]
         cell = f"{score['value']:.3f} [{score['low']:.3f}, {score['high']:.3f}]"
         failures = record.get("failed_predictions")
@@ -487,8 +490,8 @@ def row(key: str, record: dict) -> str:
     else:
         error = " ".join(str(record.get("error", "not tested yet")).split()).replace("|", "/")
         cell = f"{record['status']}: {error}"[:160]
-    return (f"| {label} | {cell} | {spent[0]['calls']:,} + {spent[1]['calls']:,} | {tokens[0]:,} | {tokens[1]:,} "
-            f"| {spent[0]['wall_s'] + spent[1]['wall_s']:,.0f} |")
+    return (f"| {label} | {cell} | {spent[0]['calls']:,} + {spent[1]['calls']:,} | {extra} | {tokens[0]:,} "
+            f"| {tokens[1]:,} | {spent[0]['wall_s'] + spent[1]['wall_s']:,.0f} |")
 
 
 # --- main ----------------------------------------------------------------------------------------------------------

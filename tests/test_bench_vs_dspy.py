@@ -48,3 +48,14 @@ def test_target_not_met_when_no_formfit_row_is_cheap_enough():
     text = vs_dspy.target_check(methods)
     assert "no optimizer can spend half of 0" in text and text.endswith("+43.0 points): not met.")
     assert vs_dspy.target_check({"formfit@406": methods["formfit@406"]}).startswith("Target: not checked yet")
+
+
+def test_report_rows_show_extra_calls_and_one_line_errors():
+    knn = {**record("dspy", 0.52, 0, 1000), "optimize": {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                         "wall_s": 1.0},
+           "test": {"calls": 1000, "prompt_tokens": 9, "completion_tokens": 9, "wall_s": 2.0}}
+    assert vs_dspy.row("knn[plain]", knn).startswith("| knn[plain] | 0.520 [0.520, 0.520] | 0 + 1,000 | 800 | 9 | 9 |")
+    failed = {"kind": "dspy", "status": "failed", "error": "AdapterParseError: a | b\nc",
+              "optimize": {"calls": 2, "prompt_tokens": 5, "completion_tokens": 1, "wall_s": 3.0}}
+    assert vs_dspy.row("copro[plain]", failed) == ("| copro[plain] | failed: AdapterParseError: a / b c | 2 + 0 |  | 5 "
+                                                   "| 1 | 3 |")
