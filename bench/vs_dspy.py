@@ -33,6 +33,8 @@ tokens of its optimization ("optimize") and of its test run ("test"), and wall t
 method) has its own DSPy or formfit disk cache under --out (cache/vs_dspy), the proxy's counters are saved after
 every call, a finished method is never rerun (on any machine: its record is in --results), and a method
 interrupted after its optimization replays it from its cache (replay calls are counted apart and should be 0).
+Under each dataset's table the report checks the target: formfit >= the best DSPy row + 5 points, at <= 50% of that
+row's extra calls (calls beyond one answer per test input, so KNNFewShot's test-time bootstrapping counts too).
 
     .venv/bin/python bench/vs_dspy.py                                     # the full table
     .venv/bin/python bench/vs_dspy.py --resume                            # continue it after an interruption
