@@ -443,6 +443,10 @@ def extra_calls(record: dict) -> int:
     return record["optimize"]["calls"] + record["test"]["calls"] - len(record["scores"])
 
 
+def top_scorer(rows: dict[str, dict]) -> str:
+    return max(rows, key=lambda key: rows[key]["score"]["value"])
+
+
 def target_check(methods: dict[str, dict]) -> str:
     """The issue's target against the best finished DSPy row: formfit's best score at <= 50% of its extra calls
     must be >= 5 points higher."""
@@ -451,20 +455,17 @@ def target_check(methods: dict[str, dict]) -> str:
     formfit_rows = {key: record for key, record in done.items() if record["kind"] == "formfit"}
     if not dspy_rows or not formfit_rows:
         return "Target: not checked yet (it needs a finished DSPy row and a finished formfit row)."
-    best_key = max(dspy_rows, key=lambda key: dspy_rows[key]["score"]["value"])
-    best = dspy_rows[best_key]
+    best = dspy_rows[best_key := top_scorer(dspy_rows)]
     allowed = extra_calls(best) / 2
+    within = {key: record for key, record in formfit_rows.items() if extra_calls(record) <= allowed}
+    key = top_scorer(within or formfit_rows)
+    gain = 100 * (formfit_rows[key]["score"]["value"] - best["score"]["value"])
     text = (f"Target (formfit >= best DSPy + 5 points, at <= 50% of its calls beyond one answer per test input): "
             f"best DSPy row {best_key} {best['score']['value']:.3f}, {extra_calls(best):,} extra calls; ")
-    within = {key: record for key, record in formfit_rows.items() if extra_calls(record) <= allowed}
     if not within:
-        top = max(formfit_rows, key=lambda key: formfit_rows[key]["score"]["value"])
-        gain = 100 * (formfit_rows[top]["score"]["value"] - best["score"]["value"])
         where = f"no formfit row within {allowed:,.0f} of them" if allowed else "no optimizer can spend half of 0"
-        return text + (f"{where} (the best formfit row, {top} with {extra_calls(formfit_rows[top]):,}, is "
+        return text + (f"{where} (the best formfit row, {key} with {extra_calls(formfit_rows[key]):,}, is "
                        f"{gain:+.1f} points): not met.")
-    key = max(within, key=lambda key: within[key]["score"]["value"])
-    gain = 100 * (within[key]["score"]["value"] - best["score"]["value"])
     verdict = "met" if gain >= 5 else f"short by {5 - gain:.1f} points"
     return (text + f"best formfit row within {allowed:,.0f} of them: {key} {within[key]['score']['value']:.3f} "
             f"with {extra_calls(within[key]):,}, {gain:+.1f} points: {verdict}.")
