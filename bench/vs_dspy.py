@@ -87,7 +87,7 @@ from optimizer.lm import LM, LOCAL_MODELS, Budget, LiteLLMBackend  # noqa: E402
 from optimizer.metrics import label_match  # noqa: E402
 from optimizer.prompt import Prompt, field_title, parse_output  # noqa: E402
 from optimizer.search import SearchConfig, default_dev_size, evaluate_prompt, optimize  # noqa: E402
-from optimizer.select import demo_source  # noqa: E402
+from optimizer.select import prompt_demos  # noqa: E402
 from optimizer.stats import mean  # noqa: E402
 from optimizer.task import Example, Task  # noqa: E402
 from selector import SPECS, build_task  # noqa: E402
@@ -231,7 +231,7 @@ def formfit_optimize(task: Task, lm: LM, seed: int) -> dict[str, Any]:
 
 
 def formfit_test(task: Task, best: Prompt, lm: LM, seed: int) -> list[float]:
-    demos = demo_source(task, task.split("train"), best.k, best.strategy, seed=seed, embedder=make_embedder("tfidf"))
+    demos = prompt_demos(task, task.split("train"), best, seed=seed, embedder=make_embedder("tfidf"))
     result = evaluate_prompt(task, best, lm, task.split("test"), demos, seed)
     return [row.score for row in result.rows]
 
@@ -404,8 +404,15 @@ class Bench:
 
     def finish(self, record: dict, scores: list[float], test_counts: Counts, **extra: Any) -> None:
         record.update(status="done", test=asdict(test_counts), scores=scores,
-                      score=mean(scores, seed=self.args.seed).to_dict(), **extra)
+                      score=mean(scores, seed=self.args.seed).to_dict(), code=code_version(), **extra)
         self.save()
+
+
+def code_version() -> str:
+    """The commit this script runs at (`-dirty` with uncommitted changes), recorded with every finished row."""
+    described = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                               text=True, check=False)
+    return described.stdout.strip() or "unknown"
 
 
 # --- report --------------------------------------------------------------------------------------------------------
@@ -479,8 +486,17 @@ def row_order(key: str) -> tuple:
     return (DSPY_METHODS.index(method), 0, adapter)
 
 
+def row_label(key: str, record: dict) -> str:
+    """The method, and for formfit rows the budget's reason, the demos it chose and the code version that ran."""
+    notes = [f"for {'; '.join(record['for'])}"] if record.get("for") else []
+    if best := record.get("best"):
+        notes.append(f"chose {best['k']} {best['strategy']} demos" if best["k"] else "chose no demos")
+    notes += [f"code {record['code']}"] if record.get("code") else []
+    return key + (f" ({', '.join(notes)})" if notes else "")
+
+
 def row(key: str, record: dict) -> str:
-    label = key + (f" (for {'; '.join(record['for'])})" if record.get("for") else "")
+    label = row_label(key, record)
     spent = [record.get(part, asdict(Counts())) for part in ("optimize", "test")]
     tokens = [sum(part[field] for part in spent) for field in ("prompt_tokens", "completion_tokens")]
     extra = ""

@@ -20,7 +20,7 @@ from .embed import MiniLMEmbedder, TfidfEmbedder, make_embedder
 from .program import Program, load_program
 from .prompt import Prompt, parse_output
 from .search import OptimizeResult, SearchConfig, optimize
-from .select import ExampleSelector, RandomDemos, demo_source
+from .select import ExampleSelector, FixedDemos, RandomDemos, demo_source, prompt_demos
 from .task import Example, Task, load_task
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "EvalRow",
     "ExampleSelector",
     "Example",
+    "FixedDemos",
     "FormfitError",
     "LMCallError",
     "LMRequest",
@@ -56,4 +57,5 @@ __all__ = [
     "make_embedder",
     "optimize",
     "parse_output",
+    "prompt_demos",
 ]

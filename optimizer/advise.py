@@ -38,7 +38,7 @@ from .evaluate import EvalResult
 from .lm import LM, Budget
 from .prompt import MAX_TOKENS, Prompt, output_constraint, render_gold, render_inputs
 from .search import SearchConfig, context_probe, evaluate_prompt, optimize
-from .select import demo_source
+from .select import demo_source, prompt_demos
 from .stats import Estimate, difference, mean, slope_per_doubling
 from .task import Task
 
@@ -279,8 +279,7 @@ class _Runner:
         return result.best
 
     def prompt(self, prompt: Prompt, name: str) -> EvalResult:
-        source = demo_source(self.task, self.pool, prompt.k, prompt.strategy, seed=self.config.seed,
-                             embedder=self.embedder)
+        source = prompt_demos(self.task, self.pool, prompt, seed=self.config.seed, embedder=self.embedder)
         return self.step(name, lambda: evaluate_prompt(self.task, prompt, self.lm, self.examples, source,
                                                        self.config.seed))
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ConfigError, DataError
 from .prompt import Prompt, render_gold, render_inputs
+from .select import fixed_demos
 from .task import Example, Task, load_task
 
 FORMATS = ("openai-jsonl", "dspy")
@@ -88,14 +89,16 @@ def validate_openai_jsonl(path: str | Path) -> int:
 
 
 def write_dspy_state(task: Task, prompt: Prompt, pool: Sequence[Example], path: Path) -> str:
-    """Save a `dspy.Predict` with the optimized instruction and `prompt.k` static demos; returns its signature."""
+    """Save a `dspy.Predict` with the optimized instruction and `prompt.k` static demos (a fixed prompt's own, else
+    `static_demos`); returns its signature."""
     import dspy
 
     signature = f"{', '.join(task.inputs)} -> {task.output}"
     predict = dspy.Predict(dspy.Signature(signature, prompt.instruction))
     predict.demos = [
         dspy.Example(**example.inputs, **{task.output: render_gold(task, example.gold)}).with_inputs(*task.inputs)
-        for example in static_demos(task, pool, prompt.k)
+        for example in (fixed_demos(pool, prompt.demo_ids) if prompt.strategy == "fixed"
+                        else static_demos(task, pool, prompt.k))
     ]
     predict.save(str(path))
     return signature

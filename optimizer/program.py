@@ -1,7 +1,8 @@
 """The saved artifact of an optimization: a callable program an app loads with `load_program(path)`.
 
 A program folder holds `program.json` (task spec, prompt, model, scores) and, when the prompt uses demos,
-`selector/` (the demo pool with its embeddings, so loading never embeds the pool again).
+`selector/` (the demo pool with its embeddings, so loading never embeds the pool again; a "fixed" prompt's demos are
+taken from it by id).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .embed import Embedder
 from .errors import ConfigError, public_url
 from .lm import LM
 from .prompt import Prompt, build_request, output_constraint, parse_output
-from .select import DEDUPE, DemoSource, ExampleSelector, NoDemos, RandomDemos, example_record
+from .select import DEDUPE, STRATEGIES, DemoSource, ExampleSelector, NoDemos, example_record, prompt_demos
 from .task import Example, Task
 
 PROGRAM_FILE = "program.json"
@@ -41,6 +42,7 @@ class Program:
                  scores: Mapping[str, Any] | None = None) -> None:
         self.task, self.prompt, self.lm, self.selector = task, prompt, lm, selector
         self.scores = dict(scores or {})
+        self._source = self._demos()
 
     def __call__(self, **inputs: Any) -> Any:
         return self.predict(**inputs).value
@@ -50,7 +52,7 @@ class Program:
         if missing:
             raise ConfigError(f"program {self.task.name!r} needs input field(s): {', '.join(missing)}")
         values = {key: str(inputs[key]) for key in self.task.inputs}
-        demos = self._demos().demos_for(Example(id="", inputs=values, gold=None))
+        demos = self._source.demos_for(Example(id="", inputs=values, gold=None))
         constraint = output_constraint(self.task, self.lm.backend_kind) if self.prompt.constrain else None
         request = build_request(self.task, self.prompt.instruction, demos, values, self.lm.mode, 0, constraint)
         text = self.lm(request).text
@@ -60,9 +62,9 @@ class Program:
     def _demos(self) -> DemoSource:
         if not self.prompt.k or self.selector is None:
             return NoDemos()
-        if self.prompt.strategy == "random":
-            return RandomDemos(self._pool(), self.prompt.k)
-        return _SelectedDemos(self.task, self.selector)
+        if self.prompt.strategy in STRATEGIES:
+            return _SelectedDemos(self.task, self.selector)
+        return prompt_demos(self.task, self._pool(), self.prompt)  # random or fixed, from the saved pool
 
     def _pool(self) -> list[Example]:
         return [record_example(self.task, record) for record in self.selector.examples]  # type: ignore[union-attr]
@@ -88,7 +90,7 @@ def save_program(directory: str | Path, task: Task, prompt: Prompt, pool: Sequen
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if prompt.k:
-        strategy = "knn" if prompt.strategy == "random" else prompt.strategy
+        strategy = prompt.strategy if prompt.strategy in STRATEGIES else "knn"
         label_key = task.output if task.output_type == "label" else None
         selector = ExampleSelector(embedder, prompt.k, input_keys=task.inputs, strategy=strategy, label_key=label_key,
                                    dedupe=DEDUPE)

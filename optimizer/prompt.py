@@ -18,18 +18,26 @@ Messages = list[dict[str, str]]
 @dataclass(frozen=True)
 class Prompt:
     """What the optimizer searches over: the instruction, how many demos and how they are chosen, and whether the
-    output is constrained (label choice or JSON schema) where the backend supports it."""
+    output is constrained (label choice or JSON schema) where the backend supports it.
+
+    `strategy` is "random" (a fresh draw per input), a selector strategy ("knn", "mmr", "label_quota": per input,
+    by similarity) or "fixed": the pool examples `demo_ids`, in that order, for every input."""
 
     instruction: str
     k: int = 0
     strategy: str = "random"
     constrain: bool = False
+    demo_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "demo_ids", tuple(str(i) for i in self.demo_ids))  # from JSON: a list
 
     def key(self) -> str:
         return cache_key(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"instruction": self.instruction, "k": self.k, "strategy": self.strategy, "constrain": self.constrain}
+        spec = {"instruction": self.instruction, "k": self.k, "strategy": self.strategy, "constrain": self.constrain}
+        return spec | ({"demo_ids": list(self.demo_ids)} if self.demo_ids else {})  # older keys stay valid
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,19 @@ from dataclasses import dataclass, replace
 from .analyze import Analysis, ErrorGroup
 from .lm import LM, LMRequest
 from .prompt import Prompt, field_title, output_constraint, render_gold
+from .select import fixed_draw
 from .task import Example, Task
 
 LEAK_MIN_CHARS = 20
 CRITIQUED_GROUPS = 2
+FIXED_K = 16  # demos in a fixed set: DSPy's max_labeled_demos
+FIXED_DRAWS = 2  # fixed sets proposed per round (the same draws every round)
 
 
 @dataclass(frozen=True)
 class Proposal:
-    """A candidate prompt and where it came from (`rule:<kind>`, `demos:<strategy>-<k>`, `constrain`, `llm:<kind>`)."""
+    """A candidate prompt and where it came from (`rule:<kind>`, `demos:<strategy>-<k>[#draw]`, `constrain`,
+    `llm:<kind>`)."""
 
     prompt: Prompt
     origin: str
@@ -37,7 +41,7 @@ def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Ex
         constrain = [Proposal(replace(incumbent, constrain=True), "constrain")]
     # Best-first, one of each family before the rest: a small budget races only the head of this list.
     proposals = stacked(incumbent, rules, constrain) + rules[:1] + rewrites + constrain
-    proposals += demo_settings(task, incumbent) + rules[1:]
+    proposals += demo_settings(task, incumbent, pool, seed) + rules[1:]
     seen = set(tried)
     unique = []
     for proposal in proposals:
@@ -124,16 +128,20 @@ def contrast_rule(task: Task, gold: str, predicted: str, pool: Sequence[Example]
 # --- demo settings ---------------------------------------------------------------------------------------------
 
 
-def demo_settings(task: Task, incumbent: Prompt) -> list[Proposal]:
+def demo_settings(task: Task, incumbent: Prompt, pool: Sequence[Example], seed: int) -> list[Proposal]:
     """Demo count and selection strategy as search dimensions: knn with k in 4, 8, 16 first (what helps most in
-    docs/benchmarks.md), then 8 demos by mmr, random and (label tasks) label quota."""
-    settings = [(4, "knn"), (8, "knn"), (16, "knn"), (8, "mmr"), (8, "random")]
-    settings += [(8, "label_quota")] if task.output_type == "label" else []
-    return [
-        Proposal(replace(incumbent, k=k, strategy=strategy), f"demos:{strategy}-{k}")
-        for k, strategy in settings
-        if (k, strategy) != (incumbent.k, incumbent.strategy)
-    ]
+    docs/benchmarks.md), then fixed sets of 16 drawn from the pool (the same demos for every input: what DSPy's
+    BootstrapFewShotWithRandomSearch searches over, and a prompt prefix a local server can reuse), then 8 demos by
+    mmr, random and (label tasks) label quota."""
+    settings = [(f"knn-{k}", replace(incumbent, k=k, strategy="knn", demo_ids=())) for k in (4, 8, 16)]
+    if pool:
+        k = min(FIXED_K, len(pool))
+        settings += [(f"fixed-{k}#{draw + 1}", replace(incumbent, k=k, strategy="fixed",
+                                                         demo_ids=fixed_draw(pool, k, f"{seed}-{draw}")))
+                     for draw in range(FIXED_DRAWS)]
+    strategies = ("mmr", "random", "label_quota") if task.output_type == "label" else ("mmr", "random")
+    settings += [(f"{strategy}-8", replace(incumbent, k=8, strategy=strategy, demo_ids=())) for strategy in strategies]
+    return [Proposal(prompt, f"demos:{name}") for name, prompt in settings if prompt != incumbent]
 
 
 # --- LLM rewrites ----------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from .evaluate import EvalResult, evaluate
 from .lm import LM
 from .prompt import Prompt, output_constraint
 from .propose import critique_groups, propose
-from .select import DemoSource, demo_source
+from .select import DemoSource, prompt_demos
 from .task import Example, Task, show_context
 
 Event = Callable[[dict[str, Any]], None]
@@ -169,17 +169,16 @@ class _Search:
         self.trials: list[Trial] = []
         self.candidates: dict[str, CandidateRecord] = {}
         self.rounds: list[RoundRecord] = []
-        self._demos: dict[tuple[int, str], DemoSource] = {}
+        self._demos: dict[tuple[int, str, tuple[str, ...]], DemoSource] = {}
         self._dev: dict[str, EvalResult] = {}
         self._round = 0
 
     # --- evaluation under the budget ---------------------------------------------------------------------
 
     def demos(self, prompt: Prompt) -> DemoSource:
-        key = (prompt.k, prompt.strategy)
+        key = (prompt.k, prompt.strategy, prompt.demo_ids)
         if key not in self._demos:
-            self._demos[key] = demo_source(self.task, self.pool, prompt.k, prompt.strategy, seed=self.seed,
-                                           embedder=self.embedder)
+            self._demos[key] = prompt_demos(self.task, self.pool, prompt, seed=self.seed, embedder=self.embedder)
         return self._demos[key]
 
     def evaluate(self, prompt: Prompt, examples: Sequence[Example], stage: str, task: Task | None = None,
@@ -361,8 +360,7 @@ def context_probe(task: Task, prompt: Prompt, pool: Sequence[Example], examples:
     """`prompt` on `examples` with the context field shown (demos too): the oracle-retrieval probe."""
     shown = task.with_context()
     field_name = task.context_field or ""
-    demos = demo_source(shown, [show_context(e, field_name) for e in pool], prompt.k, prompt.strategy, seed=seed,
-                        embedder=embedder)
+    demos = prompt_demos(shown, [show_context(e, field_name) for e in pool], prompt, seed=seed, embedder=embedder)
     return evaluate_prompt(shown, prompt, lm, [show_context(e, field_name) for e in examples], demos, seed)
 
 

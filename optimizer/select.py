@@ -1,4 +1,4 @@
-"""Choosing few-shot demos for each input: random, or by embedding similarity with `ExampleSelector`.
+"""Choosing few-shot demos for each input: random, a fixed set, or by embedding similarity with `ExampleSelector`.
 
 `ExampleSelector` is the part apps import: fit it on labelled examples (plain dicts), ask it for the `k` demos
 closest to an input, save it and load it without embedding the pool again.
@@ -19,6 +19,7 @@ import numpy as np
 from .cache import Cache, cache_key
 from .embed import Embedder, TfidfEmbedder, embedder_from_spec, make_embedder
 from .errors import ConfigError
+from .prompt import Prompt
 from .task import Example, Task
 
 STRATEGIES = ("knn", "mmr", "label_quota")
@@ -62,6 +63,22 @@ class RandomDemos:
         candidates = [demo for demo in self.pool if demo.id != example.id]
         rng = random.Random(cache_key([self.seed, example.id]))
         return rng.sample(candidates, min(self.k, len(candidates)))
+
+
+class FixedDemos:
+    """The same demos, in the same order, for every input; an input that is one of them is not shown itself."""
+
+    def __init__(self, demos: Sequence[Example]) -> None:
+        self.demos = list(demos)
+
+    def demos_for(self, example: Example) -> list[Example]:
+        return [demo for demo in self.demos if demo.id != example.id]
+
+
+def fixed_draw(pool: Sequence[Example], k: int, seed: int | str) -> tuple[str, ...]:
+    """The ids of one candidate fixed demo set: `k` examples of `pool` drawn at random by `seed`."""
+    _check_k(k, len(pool))
+    return tuple(example.id for example in random.Random(cache_key(["fixed", seed])).sample(list(pool), k))
 
 
 @dataclass(frozen=True)
@@ -404,6 +421,23 @@ def demos_for_all(source: DemoSource, examples: Sequence[Example]) -> list[list[
 def example_record(task: Task, example: Example) -> dict[str, Any]:
     """A task example as the flat dict an `ExampleSelector` holds: id, input fields, output field."""
     return {"id": example.id, **example.inputs, task.output: example.gold}
+
+
+def prompt_demos(task: Task, pool: Sequence[Example], prompt: Prompt, *, seed: int = 0,
+                 embedder: Embedder | str = "tfidf") -> DemoSource:
+    """The demo source `prompt` asks for: its fixed demos from `pool` by id, else `demo_source` by k and strategy."""
+    if prompt.strategy == "fixed":
+        return FixedDemos(fixed_demos(pool, prompt.demo_ids))
+    return demo_source(task, pool, prompt.k, prompt.strategy, seed=seed, embedder=embedder)
+
+
+def fixed_demos(pool: Sequence[Example], demo_ids: Sequence[str]) -> list[Example]:
+    """The examples of `pool` with ids `demo_ids`, in that order."""
+    by_id = {example.id: example for example in pool}
+    missing = [demo_id for demo_id in demo_ids if demo_id not in by_id]
+    if missing:
+        raise ConfigError(f"fixed demo id(s) not in the demo pool: {', '.join(map(repr, missing[:5]))}")
+    return [by_id[demo_id] for demo_id in demo_ids]
 
 
 def demo_source(task: Task, pool: Sequence[Example], k: int, strategy: str = "random", *, seed: int = 0,

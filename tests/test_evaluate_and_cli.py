@@ -9,7 +9,9 @@ import pytest
 
 from conftest import SPEC, last_user_text, write_task
 from optimizer.evaluate import evaluate
-from optimizer.select import RandomDemos
+from optimizer.errors import ConfigError
+from optimizer.prompt import Prompt
+from optimizer.select import RandomDemos, fixed_draw, prompt_demos
 from optimizer.task import load_task
 
 
@@ -42,6 +44,32 @@ def test_random_demos_are_seeded_and_exclude_the_query(tmp_path: Path) -> None:
     picks = [d.id for d in RandomDemos(pool, 3, seed=1).demos_for(pool[0])]
     assert picks == [d.id for d in RandomDemos(pool, 3, seed=1).demos_for(pool[0])]
     assert pool[0].id not in picks and len(picks) == 3
+
+
+def test_fixed_demos_are_the_same_for_every_input_and_found_by_id(tmp_path: Path) -> None:
+    task = load_task(write_task(tmp_path / "t"))
+    pool = task.split("train")
+    source = prompt_demos(task, pool, Prompt("x", k=3, strategy="fixed", demo_ids=("r4", "r0", "r2")))
+    assert [d.id for d in source.demos_for(pool[1])] == ["r4", "r0", "r2"] == [d.id for d in source.demos_for(pool[3])]
+    assert [d.id for d in source.demos_for(pool[0])] == ["r4", "r2"]  # an input is never its own demo
+    with pytest.raises(ConfigError, match="fixed demo id.*'r9'"):
+        prompt_demos(task, pool, Prompt("x", k=1, strategy="fixed", demo_ids=("r9",)))
+
+
+def test_fixed_draws_are_seeded_subsets_of_the_pool(tmp_path: Path) -> None:
+    pool = load_task(write_task(tmp_path / "t")).split("train")
+    draw = fixed_draw(pool, 4, "0-0")
+    assert draw == fixed_draw(pool, 4, "0-0") and len(set(draw)) == 4 and set(draw) <= {d.id for d in pool}
+    assert len({fixed_draw(pool, 4, f"0-{n}") for n in range(5)}) > 1
+    with pytest.raises(ConfigError, match="larger than the demo pool"):
+        fixed_draw(pool, 7, "0-0")
+
+
+def test_prompt_demo_ids_survive_json_and_leave_other_keys_alone() -> None:
+    fixed = Prompt("x", k=2, strategy="fixed", demo_ids=("a", "b"))
+    assert Prompt(**json.loads(json.dumps(fixed.to_dict()))) == fixed
+    assert "demo_ids" not in Prompt("x", k=2, strategy="knn").to_dict()
+    assert fixed.key() != Prompt("x", k=2, strategy="fixed", demo_ids=("b", "a")).key()
 
 
 def test_budget_stop_keeps_finished_rows(tmp_path: Path, scripted_lm) -> None:

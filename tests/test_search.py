@@ -17,6 +17,7 @@ from optimizer.program import load_program
 from optimizer.retry import RetryPolicy
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, optimize, race_cost
+from optimizer.select import fixed_draw
 
 CONFIG = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
 
@@ -117,6 +118,41 @@ def test_resume_after_crash_repeats_no_call(planted, tmp_path: Path, crash_after
     assert resumed.calls == reference.calls
     assert not set(first.seen) & set(second.seen)  # no completed call made again
     assert len(first.seen) + len(second.seen) == len(clean.seen)
+
+
+def test_a_fixed_demo_set_is_searched_saved_and_exported(planted, tmp_path: Path) -> None:
+    """A model that answers right only after one particular demo block, the second fixed set the search draws:
+    the search finds it, the saved program shows it to every input, and the DSPy export holds it."""
+    import dspy
+
+    from optimizer.export import write_dspy_state
+
+    train = {example.id: example for example in planted.split("train")}
+    opener = train[fixed_draw(planted.split("train"), 16, "1-1")[0]].inputs["text"]
+
+    def opener_model(request: LMRequest) -> str:
+        label = re.search(r"about (\w+)", request.messages[-1]["content"]).group(1)
+        return label if len(request.messages) > 2 and opener in request.messages[1]["content"] else "I cannot tell."
+
+    settings = {"task": str(planted.root), "model": "fake/fixed", "seed": 1, "budget": 600, "dev_size": 20,
+                "embedder": "tfidf"}
+    run = RunFolder.open(tmp_path / "run", False, settings)
+    lm = LM("fake/fixed", cache=Cache(tmp_path / "c"), budget=Budget(600), backend=ScriptedBackend(opener_model),
+            retry=RetryPolicy(base_s=0.001))
+    result = optimize(planted, lm, config=CONFIG, seed=1, checkpoint=run.checkpoint)
+    best = result.best
+    assert (best.strategy, best.k, len(best.demo_ids)) == ("fixed", 16, 16)
+    assert train[best.demo_ids[0]].inputs["text"] == opener
+    assert result.dev_scores["best"] == 1.0 > result.dev_scores["baseline"]
+
+    program = load_program(run.finish(planted, result, lm)["program"], lm=lm.with_budget(Budget()))
+    for text in ("item 200 is about beta", "item 201 is about gamma"):
+        assert program(text=text) == text.split()[-1]
+    state = tmp_path / "dspy.json"
+    write_dspy_state(planted, best, planted.split("train"), state)
+    exported = dspy.Predict("text -> label")
+    exported.load(str(state))
+    assert [demo["text"] for demo in exported.demos] == [train[i].inputs["text"] for i in best.demo_ids]
 
 
 def test_run_folder_program_and_reports(planted, tmp_path: Path) -> None:
