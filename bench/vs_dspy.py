@@ -409,10 +409,13 @@ class Bench:
 
 
 def code_version() -> str:
-    """The commit this script runs at (`-dirty` with uncommitted changes), recorded with every finished row."""
-    described = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                               text=True, check=False)
-    return described.stdout.strip() or "unknown"
+    """The commit this script runs at, `-dirty` if the code that makes the rows (the library, the CLI, bench/) has
+    uncommitted changes; recorded with every finished row."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "optimizer", "cli.py", "bench/*.py")
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("-dirty" if changed else "")
 
 
 # --- report --------------------------------------------------------------------------------------------------------

@@ -59,3 +59,11 @@ def test_report_rows_show_extra_calls_and_one_line_errors():
               "optimize": {"calls": 2, "prompt_tokens": 5, "completion_tokens": 1, "wall_s": 3.0}}
     assert vs_dspy.row("copro[plain]", failed) == ("| copro[plain] | failed: AdapterParseError: a / b c | 2 + 0 |  | 5 "
                                                    "| 1 | 3 |")
+
+
+def test_formfit_rows_name_their_budget_reason_chosen_demos_and_code():
+    row = {"for": ["half of bootstrap_rs[plain]"], "best": {"k": 16, "strategy": "fixed"}, "code": "6cf16ae"}
+    assert vs_dspy.row_label("formfit@993", row) == ("formfit@993 (for half of bootstrap_rs[plain], chose 16 fixed "
+                                                     "demos, code 6cf16ae)")
+    assert vs_dspy.row_label("formfit@50", {"best": {"k": 0, "strategy": "random"}}) == "formfit@50 (chose no demos)"
+    assert vs_dspy.row_label("knn[plain]", {}) == "knn[plain]"
