@@ -14,10 +14,11 @@ from optimizer.cache import Cache
 from optimizer.errors import BudgetExhausted
 from optimizer.lm import LM, Budget, LMRequest
 from optimizer.program import load_program
+from optimizer.prompt import Prompt
+from optimizer.propose import demo_settings
 from optimizer.retry import RetryPolicy
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, optimize, race_cost
-from optimizer.select import fixed_draw
 
 CONFIG = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
 
@@ -128,7 +129,8 @@ def test_a_fixed_demo_set_is_searched_saved_and_exported(planted, tmp_path: Path
     from optimizer.export import write_dspy_state
 
     train = {example.id: example for example in planted.split("train")}
-    opener = train[fixed_draw(planted.split("train"), 16, "1-1")[0]].inputs["text"]
+    drawn = {p.origin: p.prompt for p in demo_settings(planted, Prompt(planted.instruction), planted.split("train"), 1)}
+    opener = train[drawn["demos:fixed-16#2"].demo_ids[0]].inputs["text"]
 
     def opener_model(request: LMRequest) -> str:
         label = re.search(r"about (\w+)", request.messages[-1]["content"]).group(1)
