@@ -170,6 +170,8 @@ def _short(value: Any, width: int = 60) -> str:
 @click.option("--proposer-model", default=None, help="A model that critiques failures and rewrites the instruction.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--demo-sets", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Fixed demo sets (16 train examples each) raced in the first round; later rounds race two.")
 @click.option("--dev-size", type=click.IntRange(min=1), default=None,
               help="Dev examples that decide acceptance [default: 100, or budget/8 (at least 20) for small budgets].")
 @embedder_option
@@ -179,9 +181,9 @@ def _short(value: Any, width: int = 60) -> str:
 @click.option("--test/--no-test", "run_test", default=True, show_default=True,
               help="Score baseline and optimized prompt on the test split (outside the budget).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
-def optimize_command(task_ref: str, proposer_model: str | None, seed: int, rounds: int, dev_size: int | None,
-                     embedder: str, out_dir: str | None, resume: bool, run_test: bool, as_json: bool,
-                     **lm_args: Any) -> None:
+def optimize_command(task_ref: str, proposer_model: str | None, seed: int, rounds: int, demo_sets: int,
+                     dev_size: int | None, embedder: str, out_dir: str | None, resume: bool, run_test: bool,
+                     as_json: bool, **lm_args: Any) -> None:
     """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
     task = load_task(task_ref)
     dev_size = dev_size or default_dev_size(lm_args["budget"])
@@ -189,13 +191,13 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
                          {"task": str(task.root), "model": lm_args["model"],
                           "api_base": public_url(lm_args["api_base"]),
                           "proposer_model": proposer_model, "seed": seed, "budget": lm_args["budget"],
-                          "rounds": rounds, "dev_size": dev_size, "embedder": embedder})
+                          "rounds": rounds, "demo_sets": demo_sets, "dev_size": dev_size, "embedder": embedder})
     lm = make_lm(**{**lm_args, "charge_cache_hits": True})
     unlimited = lm.with_budget(Budget())
     proposer = make_lm(**{**lm_args, "model": proposer_model, "charge_cache_hits": True}) if proposer_model else None
     if proposer is not None:
         proposer.budget = lm.budget  # one budget for the task model and the proposer
-    config = SearchConfig(rounds=rounds, dev_size=dev_size, embedder=embedder)
+    config = SearchConfig(rounds=rounds, demo_sets=demo_sets, dev_size=dev_size, embedder=embedder)
     with live_progress(lm_args["budget"]) as update:
         result = optimize(task, lm, proposer=proposer, config=config, seed=seed, test_lm=unlimited if run_test else None,
                           on_event=update, checkpoint=run.checkpoint)

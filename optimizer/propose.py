@@ -18,7 +18,7 @@ from .task import Example, Task
 LEAK_MIN_CHARS = 20
 CRITIQUED_GROUPS = 2
 FIXED_K = 16  # demos in a fixed set: DSPy's max_labeled_demos
-FIXED_DRAWS = 2  # fixed sets proposed per round (the same draws every round)
+FIXED_DRAWS = 2  # fixed sets proposed after the first round (the first races more; see SearchConfig.demo_sets)
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,9 @@ class Proposal:
 
 def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Example], *, backend: str,
             proposer: LM | None = None, heldout: Collection[str] = (), seed: int = 0,
-            tried: Collection[str] = ()) -> list[Proposal]:
-    """Every new candidate for this round, best-first, without duplicates or prompts already tried (by key)."""
+            tried: Collection[str] = (), draws: int = FIXED_DRAWS) -> list[Proposal]:
+    """Every new candidate for this round, best-first, without duplicates or prompts already tried (by key);
+    `draws` fixed demo sets among them."""
     rules = rule_patches(task, incumbent, analysis, pool, seed)
     rewrites = llm_rewrites(task, incumbent, analysis, proposer, heldout) if proposer is not None else []
     constrain = []
@@ -41,7 +42,7 @@ def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Ex
         constrain = [Proposal(replace(incumbent, constrain=True), "constrain")]
     # Best-first, one of each family before the rest: a small budget races only the head of this list.
     proposals = stacked(incumbent, rules, constrain) + rules[:1] + rewrites + constrain
-    proposals += demo_settings(task, incumbent, pool, seed) + rules[1:]
+    proposals += demo_settings(task, incumbent, pool, seed, draws) + rules[1:]
     seen = set(tried)
     unique = []
     for proposal in proposals:
@@ -128,17 +129,18 @@ def contrast_rule(task: Task, gold: str, predicted: str, pool: Sequence[Example]
 # --- demo settings ---------------------------------------------------------------------------------------------
 
 
-def demo_settings(task: Task, incumbent: Prompt, pool: Sequence[Example], seed: int) -> list[Proposal]:
+def demo_settings(task: Task, incumbent: Prompt, pool: Sequence[Example], seed: int,
+                  draws: int = FIXED_DRAWS) -> list[Proposal]:
     """Demo count and selection strategy as search dimensions: knn with k in 4, 8, 16 first (what helps most in
-    docs/benchmarks.md), then fixed sets of 16 drawn from the pool (the same demos for every input: what DSPy's
-    BootstrapFewShotWithRandomSearch searches over, and a prompt prefix a local server can reuse), then 8 demos by
-    mmr, random and (label tasks) label quota."""
+    docs/benchmarks.md), then `draws` fixed sets of 16 drawn from the pool (the same demos for every input: what
+    DSPy's BootstrapFewShotWithRandomSearch searches over, and a prompt prefix a local server can reuse), then 8
+    demos by mmr, random and (label tasks) label quota."""
     settings = [(f"knn-{k}", replace(incumbent, k=k, strategy="knn", demo_ids=())) for k in (4, 8, 16)]
     if pool:
         k = min(FIXED_K, len(pool))
         settings += [(f"fixed-{k}#{draw + 1}", replace(incumbent, k=k, strategy="fixed",
                                                          demo_ids=fixed_draw(pool, k, f"{seed}-{draw}")))
-                     for draw in range(FIXED_DRAWS)]
+                     for draw in range(draws)]
     strategies = ("mmr", "random", "label_quota") if task.output_type == "label" else ("mmr", "random")
     settings += [(f"{strategy}-8", replace(incumbent, k=8, strategy=strategy, demo_ids=())) for strategy in strategies]
     return [Proposal(prompt, f"demos:{name}") for name, prompt in settings if prompt != incumbent]

@@ -2,7 +2,9 @@
 
 Each round evaluates the incumbent on a seeded sample of the train split, groups its failures, turns the groups
 into candidate prompts, races the candidates on train minibatches (successive halving) and evaluates the winner on
-the dev split; the incumbent is replaced only by a candidate with a better dev score.
+the dev split; the incumbent is replaced only by a candidate with a better dev score. The first round also races
+`demo_sets` fixed demo sets drawn from the pool (later rounds two of them), since which demos a small model sees
+can move its score more than any instruction edit.
 
 The budget counts every distinct LM request the search makes, answered by the cache or not, so a resumed run (all
 its finished calls are in the cache) makes the same decisions and ends with the same program as an uninterrupted
@@ -26,7 +28,7 @@ from .errors import BudgetExhausted
 from .evaluate import EvalResult, evaluate
 from .lm import LM
 from .prompt import Prompt, output_constraint
-from .propose import critique_groups, propose
+from .propose import FIXED_DRAWS, critique_groups, propose
 from .select import DemoSource, prompt_demos
 from .task import Example, Task, show_context
 
@@ -44,6 +46,7 @@ class SearchConfig:
     dev_size: int = 100
     patience: int = 2
     embedder: str = "tfidf"
+    demo_sets: int = 8  # fixed demo sets raced in the first round, on top of max_candidates
 
 
 @dataclass(frozen=True)
@@ -232,14 +235,18 @@ class _Search:
         seen_examples = self.sample(self.config.analysis_size, "analysis")
         seen = self.evaluate(incumbent, seen_examples, "analysis")
         analysis = analyze(self.task, seen, self.embedder, seed=self.seed)
+        first = self._round == 1
+        draws = self.config.demo_sets if first else min(FIXED_DRAWS, self.config.demo_sets)
         try:
             if self.proposer is not None:
                 analysis = critique_groups(self.task, incumbent, analysis, self.proposer)
             proposals = propose(self.task, incumbent, analysis, self.pool, backend=self.lm.backend_kind,
-                                proposer=self.proposer, heldout=self.heldout, seed=self.seed, tried=self.candidates)
+                                proposer=self.proposer, heldout=self.heldout, seed=self.seed, tried=self.candidates,
+                                draws=draws)
         except BudgetExhausted as exc:  # the proposer's calls share the budget
             raise OutOfBudget(str(exc)) from None
-        count, sizes = self.plan(min(len(proposals), self.config.max_candidates), len(seen_examples))
+        limit = self.config.max_candidates + (self.config.demo_sets if first else 0)
+        count, sizes = self.plan(min(len(proposals), limit), len(seen_examples))
         if proposals and not count:
             raise OutOfBudget(f"{self.lm.budget.remaining} calls left: too few to race a candidate and check it on dev")
         proposals = proposals[:count]

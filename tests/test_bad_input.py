@@ -289,6 +289,8 @@ for _command in ("eval", "optimize"):
     option_case(f"{_command}-budget-negative", _command, ["--budget", "-1"], "Invalid value for '--budget'")
     option_case(f"{_command}-timeout-zero", _command, ["--timeout", "0"], "Invalid value for '--timeout'")
     option_case(f"{_command}-concurrency-zero", _command, ["--concurrency", "0"], "Invalid value for '--concurrency'")
+option_case("optimize-demo-sets-negative", "optimize", ["--demo-sets", "-1"],
+            "Invalid value for '--demo-sets'")
 option_case("eval-limit-not-a-number", "eval", ["--limit", "ten"], "Invalid value for '--limit'", "'ten'")
 option_case("eval-k-negative", "eval", ["--k", "-1"], "Invalid value for '--k'")
 option_case("eval-k-larger-than-pool", "eval", ["--k", "99"], "k=99 is larger than the demo pool (6 examples)")
