@@ -53,7 +53,8 @@ def _check_k(k: int, pool_size: int) -> None:
 
 
 class RandomDemos:
-    """`k` demos drawn at random from `pool` for each input, reproducibly (seeded by `seed` and the example id)."""
+    """`k` demos drawn at random from `pool` for each input, reproducibly: seeded by `seed` and the example id, or
+    the input fields for an example without one (an app's input)."""
 
     def __init__(self, pool: Sequence[Example], k: int, seed: int = 0) -> None:
         _check_k(k, len(pool))
@@ -61,7 +62,7 @@ class RandomDemos:
 
     def demos_for(self, example: Example) -> list[Example]:
         candidates = [demo for demo in self.pool if demo.id != example.id]
-        rng = random.Random(cache_key([self.seed, example.id]))
+        rng = random.Random(cache_key([self.seed, example.id or example.inputs]))
         return rng.sample(candidates, min(self.k, len(candidates)))
 
 

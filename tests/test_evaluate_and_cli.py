@@ -12,7 +12,7 @@ from optimizer.evaluate import evaluate
 from optimizer.errors import ConfigError
 from optimizer.prompt import Prompt
 from optimizer.select import RandomDemos, fixed_draw, prompt_demos
-from optimizer.task import load_task
+from optimizer.task import Example, load_task
 
 
 def judge(request) -> str:
@@ -44,6 +44,19 @@ def test_random_demos_are_seeded_and_exclude_the_query(tmp_path: Path) -> None:
     picks = [d.id for d in RandomDemos(pool, 3, seed=1).demos_for(pool[0])]
     assert picks == [d.id for d in RandomDemos(pool, 3, seed=1).demos_for(pool[0])]
     assert pool[0].id not in picks and len(picks) == 3
+
+
+def test_random_demos_for_app_inputs_are_drawn_per_input(tmp_path: Path) -> None:
+    """An app's inputs carry no id: each input still gets its own (reproducible) draw, as each example did in the
+    search, not one draw shared by all."""
+    task = load_task(write_task(tmp_path / "t"))
+    source = RandomDemos(task.split("train"), 3, seed=0)
+
+    def draw(text: str) -> list[str]:
+        return [d.id for d in source.demos_for(Example(id="", inputs={"text": text}, gold=None))]
+
+    draws = [draw(f"input {i}") for i in range(10)]
+    assert len({tuple(d) for d in draws}) > 1 and draws[3] == draw("input 3")
 
 
 def test_fixed_demos_are_the_same_for_every_input_and_found_by_id(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -121,28 +122,38 @@ def test_resume_after_crash_repeats_no_call(planted, tmp_path: Path, crash_after
     assert len(first.seen) + len(second.seen) == len(clean.seen)
 
 
-def test_a_fixed_demo_set_is_searched_saved_and_exported(planted, tmp_path: Path) -> None:
-    """A model that answers right only after one particular demo block, the second fixed set the search draws:
-    the search finds it, the saved program shows it to every input, and the DSPy export holds it."""
-    import dspy
-
-    from optimizer.export import write_dspy_state
-
+def opener_lm(planted, tmp_path: Path, origin: str) -> tuple[LM, str]:
+    """A model that answers right only after one particular demo block: the fixed set `origin` that the first round
+    draws. Returns it with that block's first demo."""
     train = {example.id: example for example in planted.split("train")}
-    drawn = {p.origin: p.prompt for p in demo_settings(planted, Prompt(planted.instruction), planted.split("train"), 1)}
-    opener = train[drawn["demos:fixed-16#2"].demo_ids[0]].inputs["text"]
+    drawn = {p.origin: p.prompt for p in demo_settings(planted, Prompt(planted.instruction), planted.split("train"), 1,
+                                                       draws=SearchConfig().demo_sets)}
+    opener = train[drawn[origin].demo_ids[0]].inputs["text"]
 
     def opener_model(request: LMRequest) -> str:
         label = re.search(r"about (\w+)", request.messages[-1]["content"]).group(1)
         return label if len(request.messages) > 2 and opener in request.messages[1]["content"] else "I cannot tell."
 
+    lm = LM("fake/fixed", cache=Cache(tmp_path / "c"), budget=Budget(600), backend=ScriptedBackend(opener_model),
+            retry=RetryPolicy(base_s=0.001))
+    return lm, opener
+
+
+def test_a_fixed_demo_set_is_searched_saved_and_exported(planted, tmp_path: Path) -> None:
+    """The first round races more fixed sets than later rounds: it finds the sixth, the saved program shows it to
+    every input, and the DSPy export holds it."""
+    import dspy
+
+    from optimizer.export import write_dspy_state
+
+    train = {example.id: example for example in planted.split("train")}
+    lm, opener = opener_lm(planted, tmp_path, "demos:fixed-16#6")
     settings = {"task": str(planted.root), "model": "fake/fixed", "seed": 1, "budget": 600, "dev_size": 20,
                 "embedder": "tfidf"}
     run = RunFolder.open(tmp_path / "run", False, settings)
-    lm = LM("fake/fixed", cache=Cache(tmp_path / "c"), budget=Budget(600), backend=ScriptedBackend(opener_model),
-            retry=RetryPolicy(base_s=0.001))
     result = optimize(planted, lm, config=CONFIG, seed=1, checkpoint=run.checkpoint)
     best = result.best
+    assert result.rounds[0].accepted and result.rounds[0].proposals > CONFIG.max_candidates
     assert (best.strategy, best.k, len(best.demo_ids)) == ("fixed", 16, 16)
     assert train[best.demo_ids[0]].inputs["text"] == opener
     assert result.dev_scores["best"] == 1.0 > result.dev_scores["baseline"]
@@ -155,6 +166,15 @@ def test_a_fixed_demo_set_is_searched_saved_and_exported(planted, tmp_path: Path
     exported = dspy.Predict("text -> label")
     exported.load(str(state))
     assert [demo["text"] for demo in exported.demos] == [train[i].inputs["text"] for i in best.demo_ids]
+
+
+def test_with_two_demo_sets_the_sixth_set_is_never_tried(planted, tmp_path: Path) -> None:
+    """With `demo_sets=2` the sixth set is never drawn, so the model that needs it stays at its baseline."""
+    lm, _ = opener_lm(planted, tmp_path, "demos:fixed-16#6")
+    result = optimize(planted, lm, config=replace(CONFIG, demo_sets=2), seed=1)
+    assert result.dev_scores["best"] == result.dev_scores["baseline"] == 0.0
+    origins = [c.origin for c in result.candidates if c.prompt.strategy == "fixed"]
+    assert origins and set(origins) <= {"demos:fixed-16#1", "demos:fixed-16#2"}
 
 
 def test_run_folder_program_and_reports(planted, tmp_path: Path) -> None:
