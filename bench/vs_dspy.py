@@ -297,6 +297,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace, api_base: str, alive: Callable[[], bool], meter: Meter) -> None:
         self.args, self.api_base, self.alive, self.meter = args, api_base, alive, meter
+        self.code = code_version()  # the code this process loaded, whatever is committed while it runs
         self.out = Path(args.out)
         self.path = Path(args.results)
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {"meta": {}, "datasets": {}}
@@ -404,13 +405,13 @@ class Bench:
 
     def finish(self, record: dict, scores: list[float], test_counts: Counts, **extra: Any) -> None:
         record.update(status="done", test=asdict(test_counts), scores=scores,
-                      score=mean(scores, seed=self.args.seed).to_dict(), code=code_version(), **extra)
+                      score=mean(scores, seed=self.args.seed).to_dict(), code=self.code, **extra)
         self.save()
 
 
 def code_version() -> str:
-    """The commit this script runs at, `-dirty` if the code that makes the rows (the library, the CLI, bench/) has
-    uncommitted changes; recorded with every finished row."""
+    """The commit checked out, `-dirty` if the code that makes the rows (the library, the CLI, bench/) has uncommitted
+    changes; taken when the benchmark starts and recorded with every row it finishes."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
 
