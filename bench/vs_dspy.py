@@ -95,6 +95,7 @@ from selector import SPECS, build_task  # noqa: E402
 LOCAL_MODEL = "local/smollm2-135m"
 SERVED_MODEL = "openai/smollm2"  # the server's --model_alias, in LiteLLM's spelling
 DSPY_METHODS = ("labeled", "bootstrap_rs", "knn", "mipro", "copro")
+SERVER_CACHE_BYTES = 512 << 20  # the server's prompt-state cache (see llama_server)
 TASK_MAX_TOKENS = 64  # room for ChatAdapter's field markers around a label
 PROMPT_MAX_TOKENS = 256  # MIPROv2's and COPRO's instruction proposals
 KNN_K = 8
@@ -260,12 +261,17 @@ def free_port() -> int:
 
 @contextmanager
 def llama_server(out: Path, n_ctx: int) -> Iterator[tuple[str, subprocess.Popen]]:
-    """llama-cpp-python's server with SmolLM2 on a free loopback port, 1 thread; stopped on exit."""
+    """llama-cpp-python's server with SmolLM2 on a free loopback port, 1 thread; stopped on exit.
+
+    Its RAM prompt cache keeps the evaluated state of recent prompts, so a prompt that shares a prefix with any of
+    them (not only with the one just before, as without it) skips that prefix: ChatAdapter's answer and its
+    JSONAdapter retry alternate two prefixes, 3.2 s per call with it against 12.8 s without (same answers)."""
     model = LOCAL_MODELS[LOCAL_MODEL].locate(out / "models")
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "1", "--n_threads_batch", "1",
-               "--model_alias", SERVED_MODEL.split("/", 1)[1], "--verbose", "False"]
+               "--model_alias", SERVED_MODEL.split("/", 1)[1], "--verbose", "False",
+               "--cache", "True", "--cache_type", "ram", "--cache_size", str(SERVER_CACHE_BYTES)]
     with (out / "server.log").open("a") as server_log:
         process = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "OMP_NUM_THREADS": "1"})
