@@ -14,7 +14,7 @@ Metric for everyone: formfit's label parsing of the raw answer (`parse_output`) 
 Methods (--methods), each DSPy one once per adapter (--adapters):
     labeled       LabeledFewShot() (k=16)
     bootstrap_rs  BootstrapFewShotWithRandomSearch(metric) (16 candidate programs, scored on dev)
-    knn           KNNFewShot(k=8, pool, TF-IDF vectorizer) (it has no default k; 8 as in bench/selector.py; its
+    knn           KNNFewShot(k=8, pool, --embedder's vectors) (it has no default k; 8 as in bench/selector.py; its
                   default BootstrapFewShot runs the model on the neighbours at test time, counted as test calls)
     mipro         MIPROv2(metric, auto="light"), prompt model = task model; needs `optuna`
     copro         COPRO(metric) with its defaults (breadth 10, depth 3) but scored on the dev rows (100), not the
@@ -23,6 +23,8 @@ Methods (--methods), each DSPy one once per adapter (--adapters):
                   honours `n`
     formfit       `optimize` (the CLI's defaults: no proposer model, dev = 100 or budget/8) at the optimization
                   calls each finished DSPy method used, at half of each, and at --budget if given; run last
+Embedders (--embedder): `tfidf` (default) or `minilm` (all-MiniLM-L6-v2) for the neighbour demos of KNNFewShot and
+formfit alike; the other methods do not embed.
 Adapters: `chat` is DSPy's default ChatAdapter (on a parse failure it retries once with JSONAdapter: SmolLM2-135M
 rarely writes its `[[ ## label ## ]]` fields, so most answers cost two calls); `plain` is PlainAdapter below,
 formfit's own chat layout; `json` (JSONAdapter) and `xml` (XMLAdapter) can be chosen too.
@@ -176,7 +178,7 @@ def dspy_lm(api_base: str, max_tokens: int) -> dspy.LM:
 
 
 def compile_dspy(method: str, task: Task, metric: Callable[..., float], prompt_lm: dspy.LM,
-                 seed: int) -> dspy.Module:
+                 seed: int, embedder: str) -> dspy.Module:
     """The student `dspy.Predict(text -> label)` with the task's instruction, compiled by `method`."""
     signature = dspy.Signature({"text": dspy.InputField(), "label": dspy.OutputField()}, task.instruction)
     student = dspy.Predict(signature)
@@ -187,8 +189,10 @@ def compile_dspy(method: str, task: Task, metric: Callable[..., float], prompt_l
         optimizer = dspy.BootstrapFewShotWithRandomSearch(metric=metric, num_threads=1)
         return optimizer.compile(student, trainset=train, valset=dev)
     if method == "knn":
-        embedder = TfidfEmbedder().fit([f"text: {example.text}" for example in train])  # KNN's own text layout
-        return dspy.KNNFewShot(k=KNN_K, trainset=train, vectorizer=dspy.Embedder(embedder.embed)).compile(student)
+        vectors = make_embedder(embedder)
+        if isinstance(vectors, TfidfEmbedder):
+            vectors.fit([f"text: {example.text}" for example in train])  # KNN's own text layout
+        return dspy.KNNFewShot(k=KNN_K, trainset=train, vectorizer=dspy.Embedder(vectors.embed)).compile(student)
     if method == "mipro":
         optimizer = dspy.MIPROv2(metric=metric, prompt_model=prompt_lm, auto="light", num_threads=1, seed=seed)
         return optimizer.compile(student, trainset=train, valset=dev)
@@ -225,16 +229,25 @@ def formfit_lm(api_base: str, cache_dir: Path, budget: int | None) -> LM:
               budget=Budget(budget, charge_cache_hits=True), concurrency=1)
 
 
-def formfit_optimize(task: Task, lm: LM, seed: int) -> dict[str, Any]:
-    result = optimize(task, lm, config=SearchConfig(dev_size=default_dev_size(lm.budget.max_calls)), seed=seed)
+def formfit_optimize(task: Task, lm: LM, seed: int, embedder: str) -> dict[str, Any]:
+    config = SearchConfig(dev_size=default_dev_size(lm.budget.max_calls), embedder=embedder)
+    result = optimize(task, lm, config=config, seed=seed)
     return {"best": result.best.to_dict(), "dev": result.dev_scores, "budget_calls": result.calls,
             "stopped": result.stopped}
 
 
-def formfit_test(task: Task, best: Prompt, lm: LM, seed: int) -> list[float]:
-    demos = prompt_demos(task, task.split("train"), best, seed=seed, embedder=make_embedder("tfidf"))
+def formfit_test(task: Task, best: Prompt, lm: LM, seed: int, embedder: str) -> list[float]:
+    vectors = make_embedder(embedder, cache=lm.cache)
+    demos = prompt_demos(task, task.split("train"), best, seed=seed, embedder=vectors)
     result = evaluate_prompt(task, best, lm, task.split("test"), demos, seed)
     return [row.score for row in result.rows]
+
+
+def row_key(method: str, embedder: str) -> str:
+    """A row's key: the method, then `+embedder` for rows that embed (knn, formfit) unless it is TF-IDF, the
+    first rows' only one."""
+    embeds = method.startswith(("knn[", "formfit@"))
+    return f"{method}+{embedder}" if embeds and embedder != "tfidf" else method
 
 
 def formfit_budgets(methods: dict[str, dict], extra: int | None) -> dict[int, list[str]]:
@@ -350,7 +363,7 @@ class Bench:
                 self.formfit(task, block["methods"], budget, why)
 
     def dspy_method(self, task: Task, methods: dict[str, dict], method: str, adapter: str) -> None:
-        key = f"{method}[{adapter}]"
+        key = row_key(f"{method}[{adapter}]", self.args.embedder)
         record = methods.get(key, {})
         if record.get("status") in ("done", "failed"):
             log(task.name, key, "already", record["status"])
@@ -366,7 +379,7 @@ class Bench:
         log(task.name, key, "replaying its optimization from cache" if replay else "optimizing")
         try:
             with self.measured(f"{task.name}/{key}/{'replay' if replay else 'optimize'}") as counts:
-                program = compile_dspy(method, task, metric, self.prompt_lm, self.args.seed)
+                program = compile_dspy(method, task, metric, self.prompt_lm, self.args.seed, self.args.embedder)
         except Exception as exc:  # noqa: BLE001 - an optimizer that cannot run is a result, not a crash
             methods[key] = {"kind": "dspy", "status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500],
                             "optimize": asdict(counts[0])}
@@ -384,7 +397,7 @@ class Bench:
         log(task.name, key, summary(record))
 
     def formfit(self, task: Task, methods: dict[str, dict], budget: int, why: list[str]) -> None:
-        key = f"formfit@{budget}"
+        key = row_key(f"formfit@{budget}", self.args.embedder)
         record = methods.get(key, {})
         if record.get("status") in ("done", "failed"):
             log(task.name, key, "already", record["status"])
@@ -394,7 +407,7 @@ class Bench:
             log(task.name, key, "optimizing for", ", ".join(why))
             try:
                 with self.measured(f"{task.name}/{key}/optimize") as counts:
-                    found = formfit_optimize(task, lm, self.args.seed)
+                    found = formfit_optimize(task, lm, self.args.seed, self.args.embedder)
             except BudgetExhausted as exc:
                 methods[key] = {"kind": "formfit", "status": "failed", "error": str(exc), "for": why,
                                 "optimize": asdict(counts[0])}
@@ -405,7 +418,8 @@ class Bench:
                                      "optimize": asdict(counts[0]), **found}
             self.save()
         with self.measured(f"{task.name}/{key}/test") as counts:
-            scores = formfit_test(task, Prompt(**record["best"]), lm.with_budget(Budget()), self.args.seed)
+            scores = formfit_test(task, Prompt(**record["best"]), lm.with_budget(Budget()), self.args.seed,
+                                  self.args.embedder)
         self.finish(record, scores, counts[0])
         log(task.name, key, summary(record))
 
@@ -489,11 +503,12 @@ def target_check(methods: dict[str, dict]) -> str:
 
 
 def row_order(key: str) -> tuple:
-    """DSPy methods in DSPY_METHODS order (adapters alphabetical), then formfit by budget."""
-    if key.startswith("formfit@"):
-        return (len(DSPY_METHODS), int(key.split("@")[1]), "")
-    method, adapter = key.rstrip("]").split("[")
-    return (DSPY_METHODS.index(method), 0, adapter)
+    """DSPy methods in DSPY_METHODS order (adapters alphabetical), then formfit by budget; TF-IDF rows first."""
+    base, _, embedder = key.partition("+")
+    if base.startswith("formfit@"):
+        return (len(DSPY_METHODS), int(base.split("@")[1]), "", embedder)
+    method, adapter = base.rstrip("]").split("[")
+    return (DSPY_METHODS.index(method), 0, adapter, embedder)
 
 
 def row_label(key: str, record: dict) -> str:
@@ -545,6 +560,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=None,
                         help="also run formfit alone with this many LM calls (it always runs at each DSPy method's "
                              "optimization calls and half of them)")
+    parser.add_argument("--embedder", choices=("tfidf", "minilm"), default="tfidf",
+                        help="the vectors of KNNFewShot's and formfit's neighbour demos (rows other than tfidf are "
+                             "keyed knn[plain]+minilm, formfit@N+minilm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", type=int, default=1000, help="train rows given to every method")
     parser.add_argument("--dev", type=int, default=100, help="held-out rows: DSPy's valset, formfit's dev split")

@@ -67,3 +67,13 @@ def test_formfit_rows_name_their_budget_reason_chosen_demos_and_code():
                                                      "demos, code 6cf16ae)")
     assert vs_dspy.row_label("formfit@50", {"best": {"k": 0, "strategy": "random"}}) == "formfit@50 (chose no demos)"
     assert vs_dspy.row_label("knn[plain]", {}) == "knn[plain]"
+
+
+def test_rows_of_another_embedder_are_keyed_apart_and_sorted_after_their_tfidf_twin():
+    assert vs_dspy.row_key("knn[plain]", "minilm") == "knn[plain]+minilm"
+    assert vs_dspy.row_key("formfit@1007", "minilm") == "formfit@1007+minilm"
+    assert vs_dspy.row_key("bootstrap_rs[plain]", "minilm") == "bootstrap_rs[plain]"  # it does not embed
+    assert vs_dspy.row_key("knn[plain]", "tfidf") == "knn[plain]"
+    keys = ["formfit@1007+minilm", "formfit@611", "knn[plain]+minilm", "formfit@1007", "knn[plain]", "labeled[chat]"]
+    assert sorted(keys, key=vs_dspy.row_order) == ["labeled[chat]", "knn[plain]", "knn[plain]+minilm", "formfit@611",
+                                                   "formfit@1007", "formfit@1007+minilm"]
