@@ -76,10 +76,23 @@ class FixedDemos:
         return [demo for demo in self.demos if demo.id != example.id]
 
 
-def fixed_draw(pool: Sequence[Example], k: int, seed: int | str) -> tuple[str, ...]:
-    """The ids of one candidate fixed demo set: `k` examples of `pool` drawn at random by `seed`."""
+def fixed_draw(pool: Sequence[Example], k: int, seed: int | str, *, balanced: bool = False) -> tuple[str, ...]:
+    """The ids of one candidate fixed demo set: `k` examples of `pool` drawn at random by `seed`.
+
+    `balanced` (for label tasks) takes the labels in turn, so they show up as evenly as the pool allows (with more
+    labels than `k`: `k` distinct ones), in random order: a small model tends to answer a fixed set's majority label."""
     _check_k(k, len(pool))
-    return tuple(example.id for example in random.Random(cache_key(["fixed", seed])).sample(list(pool), k))
+    rng = random.Random(cache_key(["fixed", seed]))
+    if not balanced:
+        return tuple(example.id for example in rng.sample(list(pool), k))
+    by_label: dict[str, list[Example]] = {}
+    for example in pool:
+        by_label.setdefault(str(example.gold), []).append(example)
+    queues = [rng.sample(examples, len(examples)) for examples in rng.sample(list(by_label.values()), len(by_label))]
+    chosen: list[Example] = []
+    while len(chosen) < k:
+        chosen += [queue.pop() for queue in queues if queue]
+    return tuple(example.id for example in rng.sample(chosen[:k], k))
 
 
 @dataclass(frozen=True)
