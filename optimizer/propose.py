@@ -132,17 +132,16 @@ def contrast_rule(task: Task, gold: str, predicted: str, pool: Sequence[Example]
 def demo_settings(task: Task, incumbent: Prompt, pool: Sequence[Example], seed: int,
                   draws: int = FIXED_DRAWS) -> list[Proposal]:
     """Demo count and selection strategy as search dimensions: knn with k in 4, 8, 16 first (what helps most in
-    docs/benchmarks.md), then `draws` fixed sets of 16 drawn from the pool, label-balanced for label tasks (the same
-    demos for every input: what DSPy's BootstrapFewShotWithRandomSearch searches over, and a prompt prefix a local
-    server can reuse), then 8 demos by mmr, random and (label tasks) label quota."""
-    label_task = task.output_type == "label"
+    docs/benchmarks.md), then `draws` fixed sets of 16 drawn from the pool (the same demos for every input: what
+    DSPy's BootstrapFewShotWithRandomSearch searches over, and a prompt prefix a local server can reuse), then 8
+    demos by mmr, random and (label tasks) label quota."""
     settings = [(f"knn-{k}", replace(incumbent, k=k, strategy="knn", demo_ids=())) for k in (4, 8, 16)]
     if pool:
         k = min(FIXED_K, len(pool))
-        sets = [fixed_draw(pool, k, f"{seed}-{draw}", balanced=label_task) for draw in range(draws)]
-        settings += [(f"fixed-{k}#{n}", replace(incumbent, k=k, strategy="fixed", demo_ids=ids))
-                     for n, ids in enumerate(sets, 1)]
-    strategies = ("mmr", "random", "label_quota") if label_task else ("mmr", "random")
+        settings += [(f"fixed-{k}#{draw + 1}", replace(incumbent, k=k, strategy="fixed",
+                                                         demo_ids=fixed_draw(pool, k, f"{seed}-{draw}")))
+                     for draw in range(draws)]
+    strategies = ("mmr", "random", "label_quota") if task.output_type == "label" else ("mmr", "random")
     settings += [(f"{strategy}-8", replace(incumbent, k=8, strategy=strategy, demo_ids=())) for strategy in strategies]
     return [Proposal(prompt, f"demos:{name}") for name, prompt in settings if prompt != incumbent]
 

@@ -76,23 +76,10 @@ class FixedDemos:
         return [demo for demo in self.demos if demo.id != example.id]
 
 
-def fixed_draw(pool: Sequence[Example], k: int, seed: int | str, *, balanced: bool = False) -> tuple[str, ...]:
-    """The ids of one candidate fixed demo set: `k` examples of `pool` drawn at random by `seed`.
-
-    `balanced` (for label tasks) takes the labels in turn, so they show up as evenly as the pool allows (with more
-    labels than `k`: `k` distinct ones), in random order: a small model tends to answer a fixed set's majority label."""
+def fixed_draw(pool: Sequence[Example], k: int, seed: int | str) -> tuple[str, ...]:
+    """The ids of one candidate fixed demo set: `k` examples of `pool` drawn at random by `seed`."""
     _check_k(k, len(pool))
-    rng = random.Random(cache_key(["fixed", seed]))
-    if not balanced:
-        return tuple(example.id for example in rng.sample(list(pool), k))
-    by_label: dict[str, list[Example]] = {}
-    for example in pool:
-        by_label.setdefault(str(example.gold), []).append(example)
-    queues = [rng.sample(examples, len(examples)) for examples in rng.sample(list(by_label.values()), len(by_label))]
-    chosen: list[Example] = []
-    while len(chosen) < k:
-        chosen += [queue.pop() for queue in queues if queue]
-    return tuple(example.id for example in rng.sample(chosen[:k], k))
+    return tuple(example.id for example in random.Random(cache_key(["fixed", seed])).sample(list(pool), k))
 
 
 @dataclass(frozen=True)

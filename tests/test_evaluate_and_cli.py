@@ -78,22 +78,6 @@ def test_fixed_draws_are_seeded_subsets_of_the_pool(tmp_path: Path) -> None:
         fixed_draw(pool, 7, "0-0")
 
 
-def test_balanced_fixed_draws_spread_the_labels_evenly() -> None:
-    skewed = [Example(f"p{n}", {"text": str(n)}, "pos") for n in range(90)]
-    skewed += [Example(f"n{n}", {"text": str(n)}, "neg") for n in range(10)]
-    by_id = {example.id: example for example in skewed}
-    for seed in range(5):
-        draw = fixed_draw(skewed, 16, seed, balanced=True)
-        assert sorted(by_id[demo_id].gold for demo_id in draw) == ["neg"] * 8 + ["pos"] * 8
-    order = [by_id[demo_id].gold for demo_id in fixed_draw(skewed, 16, 0, balanced=True)]
-    assert order not in (["neg", "pos"] * 8, ["pos", "neg"] * 8)  # shuffled, not taken in turn
-    scarce = skewed[:90] + skewed[90:93]  # 3 negatives: the rest of the set is positive
-    assert sum(demo_id.startswith("n") for demo_id in fixed_draw(scarce, 16, 0, balanced=True)) == 3
-    many = [Example(f"e{n}", {"text": str(n)}, f"label{n % 40}") for n in range(200)]
-    labels = [int(demo_id[1:]) % 40 for demo_id in fixed_draw(many, 16, 0, balanced=True)]
-    assert len(set(labels)) == 16
-
-
 def test_prompt_demo_ids_survive_json_and_leave_other_keys_alone() -> None:
     fixed = Prompt("x", k=2, strategy="fixed", demo_ids=("a", "b"))
     assert Prompt(**json.loads(json.dumps(fixed.to_dict()))) == fixed
