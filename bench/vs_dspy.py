@@ -44,13 +44,14 @@ row's extra calls (calls beyond one answer per test input, so KNNFewShot's test-
         --adapters plain --budget 30 --out /tmp/smoke --results /tmp/smoke/r.json   # a smoke test (~70 LM calls)
     .venv/bin/python bench/vs_dspy.py --report bench/results/vs_dspy.json # print the markdown tables
 
-Time (smoke run, 1 server thread, while two other model benchmarks kept the 2 cores busy): ~1.3 s per call with
-`plain` prompts of 16 demos (~450 prompt tokens), ~0.6 s for formfit's zero-shot prompts, ~8.5 s per call with
-ChatAdapter (~860 prompt tokens, and two calls per answer). Expected calls per dataset: DSPy with `plain` ~5,000
-(bootstrap_rs ~2,100 + 200, knn ~1,000 at test time, mipro ~1,000, copro ~500, labeled 200), with `chat` about twice
-that; formfit at 6 budgets per adapter, each run stopping by itself after <= 4 rounds (<= ~1,900 calls) + 200 test:
-~15,000. So ~30,000 calls per dataset, 3-4 days for the full table on this machine, ~4/5 of it in ChatAdapter rows
-(`--adapters plain` alone: under a day). Split it with --datasets/--methods/--adapters; --resume adds to one table.
+Time (full runs, 1 server thread, another benchmark process beside it): 0.2-0.7 s per call for prompts with one
+fixed demo block (the server reuses the prefix), 1-5 s with per-input neighbour demos, 2.4-3.2 s with ChatAdapter
+(two calls per answer where the model misses its field markers). Expected calls per dataset: DSPy with `plain`
+~5,000 (bootstrap_rs ~2,100 + 200, knn ~1,000 at test time, mipro ~550-800, copro fails early, labeled 200), with
+`chat` about twice that; formfit at each DSPy row's budget and half of it, each run stopping by itself after <= ~1,900
+calls, + 200 test. The plain-adapter rows take 6-8 hours per dataset, the ChatAdapter rows about 11 more (estimated
+from the rates above): 2-3 days for the full table in one process. Split it with --datasets/--methods/--adapters;
+--resume adds to one table.
 """
 
 from __future__ import annotations
