@@ -49,8 +49,8 @@ fixed demo block (the server reuses the prefix), 1-5 s with per-input neighbour 
 (two calls per answer where the model misses its field markers). Expected calls per dataset: DSPy with `plain`
 ~5,000 (bootstrap_rs ~2,100 + 200, knn ~1,000 at test time, mipro ~550-800, copro fails early, labeled 200), with
 `chat` about twice that; formfit at each DSPy row's budget and half of it, each run stopping by itself after <= ~1,900
-calls, + 200 test. The plain-adapter rows take 6-8 hours per dataset, the ChatAdapter rows about 11 more (estimated
-from the rates above): 2-3 days for the full table in one process. Split it with --datasets/--methods/--adapters;
+calls, + 200 test. Estimated from the rates above: 6-8 hours per dataset for the plain-adapter rows, about 11 more
+for the ChatAdapter rows, 2-3 days for the full table in one process. Split it with --datasets/--methods/--adapters;
 --resume adds to one table.
 """
 
