@@ -23,7 +23,7 @@ from optimizer.errors import FormfitError, public_url, redact
 from optimizer.evaluate import EvalResult, evaluate
 from optimizer.lm import CACHE_NAMESPACE as LM_NAMESPACE, DEFAULT_MODEL, LM, LOCAL_MODELS, Budget
 from optimizer.data import SUFFIXES, read_records
-from optimizer.embed import CACHE_NAMESPACE as EMBEDDING_NAMESPACE, EMBEDDERS, make_embedder
+from optimizer.embed import CACHE_NAMESPACE as EMBEDDING_NAMESPACE, EMBEDDERS, make_embedder, resolve_embedder
 from optimizer.errors import ConfigError
 from optimizer.program import load_program
 from optimizer.run import RunFolder
@@ -58,8 +58,9 @@ def lm_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def embedder_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--embedder", default="tfidf", show_default=True,
-                        help=f"{' or '.join(EMBEDDERS)} (offline), or a LiteLLM embedding model.")(command)
+    return click.option("--embedder", default="auto", show_default=True,
+                        help=f"{', '.join(EMBEDDERS)} (offline; auto is minilm where the minilm extra is installed, "
+                             "else tfidf), or a LiteLLM embedding model.")(command)
 
 
 def make_lm(model: str, api_base: str | None, threads: int | None, concurrency: int | None, timeout: float,
@@ -187,6 +188,7 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
     task = load_task(task_ref)
     dev_size = dev_size or default_dev_size(lm_args["budget"])
+    embedder = resolve_embedder(embedder)  # the run folder records what ran, so a resume elsewhere cannot differ
     run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
                          {"task": str(task.root), "model": lm_args["model"],
                           "api_base": public_url(lm_args["api_base"]),

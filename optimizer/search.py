@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .analyze import Analysis, analyze, fixed_by_context
-from .embed import Embedder, make_embedder
+from .embed import Embedder, embedder_name, make_embedder
 from .errors import BudgetExhausted
 from .evaluate import EvalResult, evaluate
 from .lm import LM
@@ -37,7 +37,7 @@ Event = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Sizes and limits of the search (the budget itself lives on the LM)."""
+    """Sizes and limits of the search (the budget itself lives on the LM); `embedder` as in `make_embedder`."""
 
     rounds: int = 4
     analysis_size: int = 48
@@ -45,7 +45,7 @@ class SearchConfig:
     max_candidates: int = 8
     dev_size: int = 100
     patience: int = 2
-    embedder: str = "tfidf"
+    embedder: str = "auto"
     demo_sets: int = 8  # fixed demo sets raced in the first round, on top of max_candidates
 
 
@@ -99,6 +99,7 @@ class OptimizeResult:
     model: str
     seed: int
     budget: int | None
+    embedder: str
     baseline: Prompt
     best: Prompt
     dev_scores: dict[str, float]
@@ -116,7 +117,7 @@ class OptimizeResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task, "model": self.model, "seed": self.seed, "budget": self.budget,
+            "task": self.task, "model": self.model, "seed": self.seed, "budget": self.budget, "embedder": self.embedder,
             "baseline": self.baseline.to_dict(), "best": self.best.to_dict(),
             "dev_scores": self.dev_scores, "test_scores": self.test_scores,
             "candidates": [c.to_dict() for c in self.candidates], "trials": [asdict(t) for t in self.trials],
@@ -342,7 +343,8 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
             test_scores[name], test_rows[name] = result.score, [row.to_dict() for row in result.rows]
     dev = {"baseline": search._dev[baseline.key()].score, "best": search._dev[best.key()].score}
     return OptimizeResult(
-        task=task.name, model=lm.model, seed=seed, budget=lm.budget.max_calls, baseline=baseline, best=best,
+        task=task.name, model=lm.model, seed=seed, budget=lm.budget.max_calls, embedder=embedder_name(embedder),
+        baseline=baseline, best=best,
         dev_scores=dev, test_scores=test_scores, candidates=tuple(search.candidates.values()),
         trials=tuple(search.trials), rounds=tuple(search.rounds), analysis_before=before, analysis_after=after,
         calls=lm.budget.calls, usage=lm.usage.to_dict(), stopped=stopped, wall_s=time.perf_counter() - start,

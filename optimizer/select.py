@@ -132,7 +132,7 @@ class ExampleSelector:
     already chosen demo reaches it, at the cost of one k x k product per query.
     """
 
-    def __init__(self, embedder: Embedder | str = "tfidf", k: int = 4, *, input_keys: Sequence[str] | None = None,
+    def __init__(self, embedder: Embedder | str = "auto", k: int = 4, *, input_keys: Sequence[str] | None = None,
                  strategy: str = "knn", mmr_lambda: float = 0.5, label_key: str | None = None,
                  order: str = "similar_last", dedupe: float | None = None, fetch_k: int | None = None,
                  index: str = "exact", cache: Cache | None = None) -> None:
@@ -425,7 +425,7 @@ def example_record(task: Task, example: Example) -> dict[str, Any]:
 
 
 def prompt_demos(task: Task, pool: Sequence[Example], prompt: Prompt, *, seed: int = 0,
-                 embedder: Embedder | str = "tfidf") -> DemoSource:
+                 embedder: Embedder | str = "auto") -> DemoSource:
     """The demo source `prompt` asks for: its fixed demos from `pool` by id, else `demo_source` by k and strategy."""
     if prompt.strategy == "fixed":
         return FixedDemos(fixed_demos(pool, prompt.demo_ids))
@@ -442,7 +442,7 @@ def fixed_demos(pool: Sequence[Example], demo_ids: Sequence[str]) -> list[Exampl
 
 
 def demo_source(task: Task, pool: Sequence[Example], k: int, strategy: str = "random", *, seed: int = 0,
-                embedder: Embedder | str = "tfidf", **options: Any) -> DemoSource:
+                embedder: Embedder | str = "auto", **options: Any) -> DemoSource:
     """The demo source for `k` demos by `strategy` (random, knn, mmr, label_quota) from `pool`."""
     if k == 0:
         return NoDemos()

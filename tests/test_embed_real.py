@@ -3,9 +3,14 @@ llama-cpp-python's OpenAI-compatible server in embedding mode on 127.0.0.1."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+
 import numpy as np
 
-from optimizer.embed import CachedEmbedder, LiteLLMEmbedder, MiniLMEmbedder, make_embedder
+from conftest import write_task
+from optimizer.embed import (CachedEmbedder, LiteLLMEmbedder, MiniLMEmbedder, TfidfEmbedder, make_embedder,
+                             minilm_installed, resolve_embedder)
 from optimizer.select import ExampleSelector
 
 TEXTS = ["my card never arrived", "the card I ordered has not come yet", "I want my money back for this order"]
@@ -37,3 +42,17 @@ def test_litellm_embedder_against_local_server(llama_server, cache) -> None:
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     again = embedder.embed(TEXTS)
     assert np.array_equal(vectors, again) and embedder.misses == 3 and embedder.hits == 3
+
+
+def test_auto_is_minilm_where_the_extra_is_installed(run_cli, tmp_path) -> None:
+    assert minilm_installed() and resolve_embedder("auto") == "minilm" and resolve_embedder("tfidf") == "tfidf"
+    code, stdout, _ = run_cli("select", str(write_task(tmp_path / "t")), "item 3", "-k", "2", "--json")
+    assert code == 0 and json.loads(stdout)["embedder"] == MiniLMEmbedder.id
+
+
+def test_auto_falls_back_to_tfidf_without_the_extra(monkeypatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "sentence_transformers" else real_find_spec(name, *args))
+    assert not minilm_installed() and resolve_embedder("auto") == "tfidf"
+    assert isinstance(make_embedder("auto"), TfidfEmbedder)

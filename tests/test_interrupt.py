@@ -75,7 +75,7 @@ def scenario(task_dir, cache_dir, run_dir, log_path, kill_after, how, resume):
     task = load_task(task_dir)
     settings = {"task": task_dir, "model": "fake/planted", "seed": 2, "budget": 300, "dev_size": 20,
                 "embedder": "tfidf"}
-    config = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
+    config = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20, embedder="tfidf")
     try:
         run = RunFolder.open(run_dir, resume, settings)
         lm = LM("fake/planted", cache=Cache(cache_dir), budget=Budget(300, charge_cache_hits=True),

@@ -185,6 +185,7 @@ def test_run_folder_program_and_reports(planted, tmp_path: Path) -> None:
     result = optimize(planted, lm, config=CONFIG, seed=1, checkpoint=run.checkpoint)
     paths = run.finish(planted, result, lm)
     assert json.loads(run.checkpoint.read_text())["trials"]
+    assert result.embedder == "tfidf" and json.loads(Path(paths["result"]).read_text())["embedder"] == "tfidf"
     program = load_program(paths["program"], lm=lm)
     assert program(text="item 4 is about beta") == "beta"
     assert program.scores["dev"]["best"] == 1.0
