@@ -118,7 +118,8 @@ def advise_one(task: Task, args: argparse.Namespace, cache: Cache) -> dict:
     program = optimized_prompt(task.name, Path(args.optimize_json))
     ks = tuple(k for k in (0, 1, 2, 4, 8, 16) if k <= args.max_k)
     start = time.perf_counter()
-    m = measure(task, lm, program=program, config=AdviseConfig(limit=args.limit, ks=ks, seed=args.seed))
+    config = AdviseConfig(limit=args.limit, ks=ks, seed=args.seed, embedder="tfidf")  # as the published results
+    m = measure(task, lm, program=program, config=config)
     advice = decide(m, model_prices(lm.model))
     paths = write_advice(advice, Path(args.runs) / task.name)
     return {"verdict": advice.verdict, "title": advice.title, "reasons": list(advice.reasons),

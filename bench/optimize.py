@@ -62,7 +62,8 @@ def optimize_run(task: Task, model: str, cache: Cache, budget: int, seed: int) -
     lm = LM(model, threads=1, cache=cache, budget=Budget(budget, charge_cache_hits=True))
     test_lm = lm.with_budget(Budget())
     start = time.perf_counter()
-    result = optimize(task, lm, config=SearchConfig(dev_size=len(task.split("dev"))), seed=seed, test_lm=test_lm)
+    config = SearchConfig(dev_size=len(task.split("dev")), embedder="tfidf")  # as the baselines and published rows
+    result = optimize(task, lm, config=config, seed=seed, test_lm=test_lm)
     wall = time.perf_counter() - start
     call_seconds = lm.usage.call_seconds + test_lm.usage.call_seconds
     cache_hits = lm.usage.cache_hits + test_lm.usage.cache_hits
