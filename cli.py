@@ -23,11 +23,12 @@ from optimizer.errors import FormfitError, public_url, redact
 from optimizer.evaluate import EvalResult, evaluate
 from optimizer.lm import CACHE_NAMESPACE as LM_NAMESPACE, DEFAULT_MODEL, LM, LOCAL_MODELS, Budget
 from optimizer.data import SUFFIXES, read_records
-from optimizer.embed import CACHE_NAMESPACE as EMBEDDING_NAMESPACE, EMBEDDERS, make_embedder, resolve_embedder
+from optimizer.embed import CACHE_NAMESPACE as EMBEDDING_NAMESPACE, EMBEDDERS, make_embedder
+from optimizer.embedder_choice import task_embedder
 from optimizer.errors import ConfigError
 from optimizer.program import load_program
 from optimizer.run import RunFolder
-from optimizer.search import SearchConfig, default_dev_size, optimize
+from optimizer.search import SearchConfig, default_dev_size, optimize, search_embedder
 from optimizer.select import DEDUPE, STRATEGIES, ExampleSelector, demo_source, example_record
 from optimizer.task import BUILTIN_DIR, load_task
 
@@ -129,6 +130,8 @@ def eval_command(task_ref: str, split: str, limit: int | None, k: int, strategy:
         task = task.with_context()
     examples = task.split(split)[:limit]
     lm = make_lm(**lm_args)
+    if k and strategy != "random":  # auto is decided on the demo pool
+        embedder = task_embedder(embedder, task, task.split("train"), cache=lm.cache, seed=seed)
     demos = demo_source(task, task.split("train"), k, strategy, seed=seed,
                         embedder=make_embedder(embedder, cache=lm.cache, api_base=lm_args["api_base"]))
     with progress_bar(f"eval {task.name}/{split}") as update:
@@ -188,7 +191,9 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
     task = load_task(task_ref)
     dev_size = dev_size or default_dev_size(lm_args["budget"])
-    embedder = resolve_embedder(embedder)  # the run folder records what ran, so a resume elsewhere cannot differ
+    # The run folder records the embedder that runs (auto decided here), so a resume elsewhere cannot differ.
+    embedder = search_embedder(task, SearchConfig(dev_size=dev_size, embedder=embedder), seed,
+                               Cache(lm_args["cache_dir"]))
     run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
                          {"task": str(task.root), "model": lm_args["model"],
                           "api_base": public_url(lm_args["api_base"]),

@@ -33,6 +33,7 @@ from typing import Any
 from .analyze import FIXED_SCORE, FORM_KINDS, analyze, fixed_by_context
 from .costs import BreakEven, Prices, break_even
 from .embed import Embedder, make_embedder
+from .embedder_choice import task_embedder
 from .errors import BudgetExhausted
 from .evaluate import EvalResult
 from .lm import LM, Budget
@@ -209,7 +210,8 @@ class _Runner:
         test = list(task.split("test"))
         random.Random(config.seed).shuffle(test)
         self.examples = test[: config.limit]
-        self.embedder: Embedder = make_embedder(config.embedder, cache=lm.cache)
+        name = task_embedder(config.embedder, task, self.pool, cache=lm.cache, seed=config.seed)
+        self.embedder: Embedder = make_embedder(name, cache=lm.cache)
         self.results: dict[Any, EvalResult] = {}
         self.ks = self.fitting_ks()
 

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .analyze import Analysis, analyze, fixed_by_context
+from .cache import Cache
 from .embed import Embedder, embedder_name, make_embedder
+from .embedder_choice import task_embedder
 from .errors import BudgetExhausted
 from .evaluate import EvalResult, evaluate
 from .lm import LM
@@ -329,7 +331,7 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
     """
     start = time.perf_counter()
     config = config or SearchConfig()
-    embedder = embedder or make_embedder(config.embedder, cache=lm.cache)
+    embedder = embedder or make_embedder(search_embedder(task, config, seed, lm.cache), cache=lm.cache)
     search = _Search(task, lm, proposer=proposer, config=config, seed=seed, on_event=on_event,
                      checkpoint=Path(checkpoint) if checkpoint else None, embedder=embedder)
     baseline = Prompt(task.instruction)
@@ -350,6 +352,11 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
         calls=lm.budget.calls, usage=lm.usage.to_dict(), stopped=stopped, wall_s=time.perf_counter() - start,
         test_rows=test_rows,
     )
+
+
+def search_embedder(task: Task, config: SearchConfig, seed: int, cache: Cache | None = None) -> str:
+    """The embedder a search with `config` uses: `config.embedder`, `auto` decided on the search's pool."""
+    return task_embedder(config.embedder, task, split_dev(task, config.dev_size, seed)[0], cache=cache, seed=seed)
 
 
 def _dev_analysis(search: _Search, prompt: Prompt, probe_lm: LM | None) -> Analysis:

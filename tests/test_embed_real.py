@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 
 import numpy as np
 
-from conftest import write_task
+from conftest import SHARED_DATASETS, write_task
 from optimizer.embed import (CachedEmbedder, LiteLLMEmbedder, MiniLMEmbedder, TfidfEmbedder, make_embedder,
                              minilm_installed, resolve_embedder)
+from optimizer.embedder_choice import choose_embedder
 from optimizer.select import ExampleSelector
+from optimizer.task import Example, Task, load_task
 
 TEXTS = ["my card never arrived", "the card I ordered has not come yet", "I want my money back for this order"]
 
@@ -56,3 +59,21 @@ def test_auto_falls_back_to_tfidf_without_the_extra(monkeypatch) -> None:
                         lambda name, *args: None if name == "sentence_transformers" else real_find_spec(name, *args))
     assert not minilm_installed() and resolve_embedder("auto") == "tfidf"
     assert isinstance(make_embedder("auto"), TfidfEmbedder)
+
+
+def banking77_pool(n: int) -> tuple[Example, ...]:
+    lines = (SHARED_DATASETS / "banking77" / "train.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in random.Random(0).sample(lines, n)]
+    return tuple(Example(id=str(i), inputs={"text": row["text"]}, gold=row["label"]) for i, row in enumerate(rows))
+
+
+def test_auto_picks_the_embedder_whose_neighbours_vote_right(cache) -> None:
+    """Measured in docs/benchmarks.md: TF-IDF for the built-in intent tickets (their labels follow their wording),
+    MiniLM for banking77's paraphrased intents."""
+    intent = load_task("support_intent")
+    assert choose_embedder(intent, intent.split("train"), cache=cache) == "tfidf"
+    pool = banking77_pool(1000)
+    banking = Task(name="banking77", description="", inputs=("text",), output="label", output_type="label",
+                   metric="label_match", instruction="Intent?", labels=tuple(sorted({e.gold for e in pool})),
+                   splits={"train": pool})
+    assert choose_embedder(banking, pool, cache=cache) == "minilm"
