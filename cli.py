@@ -209,8 +209,8 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
         result = optimize(task, lm, proposer=proposer, config=config, seed=seed, test_lm=unlimited if run_test else None,
                           on_event=update, checkpoint=run.checkpoint)
     paths = run.finish(task, result, lm)
-    summary = {"task": task.name, "model": lm.model, "out": str(run.path), "dev": result.dev_scores,
-               "test": result.test_scores, "calls": result.calls, "budget": result.budget,
+    summary = {"task": task.name, "model": lm.model, "embedder": result.embedder, "out": str(run.path),
+               "dev": result.dev_scores, "test": result.test_scores, "calls": result.calls, "budget": result.budget,
                "stopped": result.stopped, "best": result.best.to_dict(), **paths,
                "usage": {key: lm.usage.to_dict()[key] + unlimited.usage.to_dict()[key]
                          for key in lm.usage.to_dict()}}
