@@ -60,8 +60,8 @@ def lm_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def embedder_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--embedder", default="auto", show_default=True,
-                        help=f"{', '.join(EMBEDDERS)} (offline; auto is minilm where the minilm extra is installed, "
-                             "else tfidf), or a LiteLLM embedding model.")(command)
+                        help=f"{', '.join(EMBEDDERS)} (offline), or a LiteLLM embedding model. auto: minilm where "
+                             "its extra is installed, unless a label task's train split votes for tfidf.")(command)
 
 
 def make_lm(model: str, api_base: str | None, threads: int | None, concurrency: int | None, timeout: float,
@@ -400,6 +400,7 @@ def build_selector(pool: str, k: int, strategy: str | None, embedder: str, input
         keys = input_keys or tuple(key for key in records[0] if key not in (label_key, "id"))
     else:
         task = load_task(pool)
+        embedder = task_embedder(embedder, task, task.split("train"), cache=cache)
         records = [example_record(task, example) for example in task.split("train")]
         label_key, keys = task.output, input_keys or task.inputs
     selector = ExampleSelector(make_embedder(embedder, cache=cache, api_base=api_base), k, input_keys=keys,

@@ -94,7 +94,8 @@ def settings_text(result: OptimizeResult) -> str:
 def markdown(result: OptimizeResult) -> str:
     parts = [
         f"# formfit optimize: {result.task}",
-        f"Model `{result.model}`, seed {result.seed}, embedder `{result.embedder}`. Optimized prompt: {settings_text(result)}.",
+        f"Model `{result.model}`, seed {result.seed}, embedder `{result.embedder}`. "
+        f"Optimized prompt: {settings_text(result)}.",
         "## Scores", md_table(["split", "baseline", "optimized", "gain"], score_rows(result)),
         "## Score per round",
         md_table(["round", "dev before", "dev after", "candidates", "accepted"],

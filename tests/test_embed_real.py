@@ -67,11 +67,13 @@ def banking77_pool(n: int) -> tuple[Example, ...]:
     return tuple(Example(id=str(i), inputs={"text": row["text"]}, gold=row["label"]) for i, row in enumerate(rows))
 
 
-def test_auto_picks_the_embedder_whose_neighbours_vote_right(cache) -> None:
+def test_auto_picks_the_embedder_whose_neighbours_vote_right(cache, run_cli) -> None:
     """Measured in docs/benchmarks.md: TF-IDF for the built-in intent tickets (their labels follow their wording),
     MiniLM for banking77's paraphrased intents."""
     intent = load_task("support_intent")
     assert choose_embedder(intent, intent.split("train"), cache=cache) == "tfidf"
+    code, stdout, _ = run_cli("select", "support_intent", "my card was declined", "-k", "2", "--json")
+    assert code == 0 and json.loads(stdout)["embedder"].startswith("tfidf-")
     pool = banking77_pool(1000)
     banking = Task(name="banking77", description="", inputs=("text",), output="label", output_type="label",
                    metric="label_match", instruction="Intent?", labels=tuple(sorted({e.gold for e in pool})),
