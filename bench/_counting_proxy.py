@@ -62,6 +62,13 @@ class Meter:
             self._save()
             return self.counts[tag]
 
+    def adopt(self, counts: dict[str, dict]) -> None:
+        """Take over tags counted on another machine (bench/_carry.py); a tag counted here already is kept."""
+        with self._lock:
+            for tag, value in counts.items():
+                self.counts.setdefault(tag, Counts(**value))
+            self._save()
+
     def record(self, prompt_tokens: int, completion_tokens: int, ok: bool) -> None:
         """One answered request; one that ends after `stop()` (in flight at an interruption) goes to UNMEASURED."""
         with self._lock:

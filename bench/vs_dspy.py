@@ -37,6 +37,9 @@ tokens of its optimization ("optimize") and of its test run ("test"), and wall t
 method) has its own DSPy or formfit disk cache under --out (cache/vs_dspy), the proxy's counters are saved after
 every call, a finished method is never rerun (on any machine: its record is in --results), and a method
 interrupted after its optimization replays it from its cache (replay calls are counted apart and should be 0).
+Across machines (every session may start on a new one with an empty cache/): `--pack` writes each unfinished row's
+cached answers, counters and record to --carry (bench/carry/vs_dspy, committed; bench/_carry.py), and a later run
+there unpacks a row before starting it, so it goes on where the other machine stopped; a finished row deletes its pack.
 Under each dataset's table the report checks the target: formfit >= the best DSPy row + 5 points, at <= 50% of that
 row's extra calls (calls beyond one answer per test input, so KNNFewShot's test-time bootstrapping counts too).
 
@@ -45,6 +48,7 @@ row's extra calls (calls beyond one answer per test input, so KNNFewShot's test-
     .venv/bin/python bench/vs_dspy.py --datasets trec --pool 40 --dev 10 --test 8 --methods labeled,knn,formfit \\
         --adapters plain --budget 30 --out /tmp/smoke --results /tmp/smoke/r.json   # a smoke test (~70 LM calls)
     .venv/bin/python bench/vs_dspy.py --report bench/results/vs_dspy.json # print the markdown tables
+    .venv/bin/python bench/vs_dspy.py --pack                              # before the machine goes: carry the rest
 
 Time (full runs, 1 server thread, another benchmark process beside it): 0.2-0.7 s per call for prompts with one
 fixed demo block (the server reuses the prefix), 1-5 s with per-input neighbour demos, 2.4-3.2 s with ChatAdapter
@@ -84,6 +88,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import dspy  # noqa: E402
 
+from _carry import pack, pack_path, unpack  # noqa: E402
 from _counting_proxy import Counts, CountingProxy, Meter  # noqa: E402
 from optimizer.cache import Cache  # noqa: E402
 from optimizer.embed import TfidfEmbedder, make_embedder  # noqa: E402
@@ -321,6 +326,7 @@ class Bench:
         self.args, self.api_base, self.alive, self.meter = args, api_base, alive, meter
         self.code = code_version()  # the code this process loaded, whatever is committed while it runs
         self.out = Path(args.out)
+        self.carry = Path(args.carry)
         self.path = Path(args.results)
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {"meta": {}, "datasets": {}}
         setup = {"model": LOCAL_MODEL, "seed": args.seed, "pool": args.pool, "dev": args.dev, "test": args.test}
@@ -365,8 +371,21 @@ class Bench:
             for budget, why in budgets.items():
                 self.formfit(task, block["methods"], budget, why)
 
+    def carried(self, dataset: str, methods: dict[str, dict], key: str) -> None:
+        """Unpack a row packed on another machine (--pack) when this one has no folder for it."""
+        folder, source = self.out / dataset / key, pack_path(self.carry, dataset, key)
+        if folder.exists() or not source.exists() or methods.get(key, {}).get("status") in ("done", "failed"):
+            return
+        tags, record, entries = unpack(source, folder)
+        self.meter.adopt(tags)
+        if record is not None:
+            methods.setdefault(key, record)
+        log(dataset, key, f"carried from {source}: {entries} cache entries,",
+            sum(counts["calls"] for counts in tags.values()), "calls counted before")
+
     def dspy_method(self, task: Task, methods: dict[str, dict], method: str, adapter: str) -> None:
         key = row_key(f"{method}[{adapter}]", self.args.embedder)
+        self.carried(task.name, methods, key)
         record = methods.get(key, {})
         if record.get("status") in ("done", "failed"):
             log(task.name, key, "already", record["status"])
@@ -396,11 +415,12 @@ class Bench:
         self.save()
         with self.measured(f"{task.name}/{key}/test") as counts:
             scores, failures = dspy_test(program, task)
-        self.finish(record, scores, counts[0], program=describe(program), failed_predictions=failures)
+        self.finish(task.name, key, record, scores, counts[0], program=describe(program), failed_predictions=failures)
         log(task.name, key, summary(record))
 
     def formfit(self, task: Task, methods: dict[str, dict], budget: int, why: list[str]) -> None:
         key = row_key(f"formfit@{budget}", self.args.embedder)
+        self.carried(task.name, methods, key)
         record = methods.get(key, {})
         if record.get("status") in ("done", "failed"):
             log(task.name, key, "already", record["status"])
@@ -423,13 +443,16 @@ class Bench:
         with self.measured(f"{task.name}/{key}/test") as counts:
             scores = formfit_test(task, Prompt(**record["best"]), lm.with_budget(Budget()), self.args.seed,
                                   self.args.embedder)
-        self.finish(record, scores, counts[0])
+        self.finish(task.name, key, record, scores, counts[0])
         log(task.name, key, summary(record))
 
-    def finish(self, record: dict, scores: list[float], test_counts: Counts, **extra: Any) -> None:
+    def finish(self, dataset: str, key: str, record: dict, scores: list[float], test_counts: Counts,
+               **extra: Any) -> None:
+        """Record a scored row; its carried pack, if any, is spent."""
         record.update(status="done", test=asdict(test_counts), scores=scores,
                       score=mean(scores, seed=self.args.seed).to_dict(), code=self.code, **extra)
         self.save()
+        pack_path(self.carry, dataset, key).unlink(missing_ok=True)
 
 
 def code_version() -> str:
@@ -575,6 +598,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "run spread over several machines adds to one table")
     parser.add_argument("--out", default=str(ROOT / "cache" / "vs_dspy"),
                         help="working folder: caches, call counters, server log")
+    parser.add_argument("--carry", default=str(ROOT / "bench" / "carry" / "vs_dspy"),
+                        help="where unfinished rows travel between machines (committed): --pack writes them, a run "
+                             "unpacks a row's file when --out has no folder for it")
+    parser.add_argument("--pack", action="store_true",
+                        help="pack the unfinished rows of --datasets found in --out into --carry and exit (stop the "
+                             "run first)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --results; finished methods are kept")
     parser.add_argument("--api-base", default=None,
@@ -589,6 +618,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.report:
         print(report(json.loads(Path(args.report).read_text())))
+        return
+    if args.pack:
+        pack_unfinished(args)
         return
     out = Path(args.out)
     if Path(args.results).exists() and not args.resume:
@@ -605,6 +637,24 @@ def main(argv: list[str] | None = None) -> None:
             bench.dataset(name)
         bench.save()
     print(report(bench.data))
+
+
+def pack_unfinished(args: argparse.Namespace) -> None:
+    """--pack: every row folder under --out whose record in --results is not done or failed goes to --carry."""
+    out, results = Path(args.out), Path(args.results)
+    data = json.loads(results.read_text()) if results.exists() else {"datasets": {}}
+    meter = json.loads((out / "meter.json").read_text()) if (out / "meter.json").exists() else {}
+    for name in args.datasets:
+        methods = data["datasets"].get(name, {}).get("methods", {})
+        for folder in sorted(path for path in (out / name).glob("*") if path.is_dir()):
+            record = methods.get(folder.name)
+            if record is not None and record.get("status") in ("done", "failed"):
+                continue
+            tags = {tag: counts for tag, counts in meter.items() if tag.startswith(f"{name}/{folder.name}/")}
+            target = pack_path(Path(args.carry), name, folder.name)
+            entries = pack(folder, target, tags, record)
+            log(name, folder.name, f"packed {entries} cache entries,", sum(c["calls"] for c in tags.values()),
+                f"counted calls -> {target} ({target.stat().st_size:,} bytes)")
 
 
 @contextmanager

@@ -1,0 +1,69 @@
+"""Unfinished bench/vs_dspy.py rows carried between machines (bench/_carry.py), on hand-made caches."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytest.importorskip("dspy")
+sys.path.insert(0, str(ROOT / "bench"))
+
+import litellm  # noqa: E402
+from _carry import pack, pack_path, unpack  # noqa: E402
+from _counting_proxy import Counts, Meter  # noqa: E402
+from dspy.clients.cache import Cache as DspyCache  # noqa: E402
+
+from optimizer.cache import Cache  # noqa: E402
+
+TAGS = {"trec/knn[chat]/optimize": {"calls": 7, "prompt_tokens": 70, "completion_tokens": 7, "errors": 0,
+                                    "wall_s": 1.5}}
+
+
+def answer(text: str) -> litellm.ModelResponse:
+    return litellm.ModelResponse(choices=[{"message": {"role": "assistant", "content": text}}], model="smollm2")
+
+
+def test_formfit_row_carries_its_lm_answers_counters_and_record_but_no_vectors(tmp_path):
+    source = Cache(tmp_path / "here" / "cache")
+    source.put_json("lm", "k1", {"text": "location"})
+    source.put_json("lm", "k2", {"text": "entity"})
+    source.put("embedding", "v1", b"\x00" * 64)
+    record = {"kind": "formfit", "status": "optimized", "best": {"instruction": "x"}}
+    target = pack_path(tmp_path / "carry", "trec", "formfit@611")
+    assert pack(tmp_path / "here", target, TAGS, record) == 2
+
+    tags, carried, entries = unpack(target, tmp_path / "there")
+    copy = Cache(tmp_path / "there" / "cache")
+    assert (tags, carried, entries) == (TAGS, record, 2)
+    assert copy.get_json("lm", "k1") == {"text": "location"} and copy.get_json("lm", "k2") == {"text": "entity"}
+    assert copy.keys("embedding") == []
+
+
+def test_dspy_row_answers_are_read_back_by_dspys_own_cache(tmp_path):
+    disk = DspyCache(True, False, str(tmp_path / "here" / "cache")).disk_cache
+    disk["request-digest"] = answer("[[ ## label ## ]] location")
+    disk["embedding-digest"] = np.zeros((4, 8), dtype=np.float32)
+    target = pack_path(tmp_path / "carry", "trec", "knn[chat]")
+    assert pack(tmp_path / "here", target, TAGS, None) == 1
+
+    assert unpack(target, tmp_path / "there")[1:] == (None, 1)
+    again = DspyCache(True, False, str(tmp_path / "there" / "cache")).disk_cache
+    assert again["request-digest"].choices[0].message.content == "[[ ## label ## ]] location"
+    assert "embedding-digest" not in again
+
+
+def test_meter_adopts_carried_tags_without_overwriting_its_own(tmp_path):
+    meter = Meter(tmp_path / "meter.json")
+    meter.start("trec/knn[chat]/test")
+    meter.record(10, 1, ok=True)
+    meter.stop()
+    meter.adopt({**TAGS, "trec/knn[chat]/test": {**TAGS["trec/knn[chat]/optimize"], "calls": 99}})
+    saved = json.loads((tmp_path / "meter.json").read_text())
+    assert saved["trec/knn[chat]/optimize"]["calls"] == 7
+    assert saved["trec/knn[chat]/test"]["calls"] == 1
+    assert Meter(tmp_path / "meter.json").counts["trec/knn[chat]/optimize"] == Counts(**TAGS["trec/knn[chat]/optimize"])
