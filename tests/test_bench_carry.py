@@ -67,3 +67,20 @@ def test_meter_adopts_carried_tags_without_overwriting_its_own(tmp_path):
     assert saved["trec/knn[chat]/optimize"]["calls"] == 7
     assert saved["trec/knn[chat]/test"]["calls"] == 1
     assert Meter(tmp_path / "meter.json").counts["trec/knn[chat]/optimize"] == Counts(**TAGS["trec/knn[chat]/optimize"])
+
+
+def test_pack_takes_unfinished_rows_with_their_own_tags_only(tmp_path):
+    from test_bench_vs_dspy import vs_dspy
+
+    out, carry = tmp_path / "out", tmp_path / "carry"
+    for key in ("formfit@611", "formfit@305"):
+        Cache(out / "trec" / key / "cache").put_json("lm", key, {"text": "x"})
+    meter = {**TAGS, "trec/formfit@611/optimize": TAGS["trec/knn[chat]/optimize"]}
+    (out / "meter.json").write_text(json.dumps(meter))
+    done = {"kind": "formfit", "status": "done"}
+    (tmp_path / "r.json").write_text(json.dumps({"datasets": {"trec": {"methods": {"formfit@305": done}}}}))
+    vs_dspy.main(["--pack", "--datasets", "trec", "--out", str(out), "--results", str(tmp_path / "r.json"),
+                  "--carry", str(carry)])
+    assert sorted(path.name for path in (carry / "trec").iterdir()) == ["formfit@611.pkl.xz"]
+    tags, record, entries = unpack(carry / "trec" / "formfit@611.pkl.xz", tmp_path / "there")
+    assert (list(tags), record, entries) == (["trec/formfit@611/optimize"], None, 1)
