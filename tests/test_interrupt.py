@@ -29,7 +29,7 @@ import pytest
 from conftest import write_greek_task
 
 RUNNER = r'''
-import hashlib, json, os, re, signal, sys, time, traceback
+import hashlib, json, os, re, signal, sys, threading, time, traceback
 from optimizer.cache import Cache
 from optimizer.lm import LM, Budget, LMResponse
 from optimizer.retry import RetryPolicy
@@ -42,8 +42,17 @@ import optimizer.run, sklearn.cluster, sklearn.feature_extraction.text, sklearn.
 # program are still written by RunFolder.finish.
 optimizer.run.write_reports = lambda result, folder: (folder / "report.md", folder / "report.html")
 SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
-# A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it: restore Ctrl-C's default.
-signal.signal(signal.SIGINT, signal.default_int_handler)
+# A shell starts background jobs with SIGINT ignored, and Python then keeps ignoring it: restore Ctrl-C's default,
+# noting when the main thread takes it.
+INTERRUPTED = threading.Event()
+
+
+def on_sigint(signum, frame):
+    INTERRUPTED.set()
+    signal.default_int_handler(signum, frame)
+
+
+signal.signal(signal.SIGINT, on_sigint)
 
 
 class Backend:
@@ -58,7 +67,10 @@ class Backend:
     def call(self, request, timeout):
         if self.calls == self.kill_after:
             os.kill(os.getpid(), SIGNALS[self.how])  # SIGKILL: gone now; SIGINT: KeyboardInterrupt in the main thread
-            time.sleep(0.2)  # Ctrl-C lands while this call is still running, as with a real model
+            # Ctrl-C lands while this call is still running, as with a real model: the call ends only after the main
+            # thread took it (however late a loaded machine schedules it), then leaves it time to cancel queued calls.
+            INTERRUPTED.wait(30)
+            time.sleep(0.2)
         self.calls += 1
         system, user = request.messages[0]["content"], request.messages[-1]["content"]
         number = int(re.search(r"item (\d+)", user).group(1))
