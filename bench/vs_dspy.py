@@ -374,7 +374,7 @@ class Bench:
     def carried(self, dataset: str, methods: dict[str, dict], key: str) -> None:
         """Unpack a row packed on another machine (--pack) when this one has no folder for it."""
         folder, source = self.out / dataset / key, pack_path(self.carry, dataset, key)
-        if folder.exists() or not source.exists() or methods.get(key, {}).get("status") in ("done", "failed"):
+        if folder.exists() or not source.exists() or finished(methods.get(key)):
             return
         tags, record, entries = unpack(source, folder)
         self.meter.adopt(tags)
@@ -387,7 +387,7 @@ class Bench:
         key = row_key(f"{method}[{adapter}]", self.args.embedder)
         self.carried(task.name, methods, key)
         record = methods.get(key, {})
-        if record.get("status") in ("done", "failed"):
+        if finished(record):
             log(task.name, key, "already", record["status"])
             return
         folder = self.out / task.name / key
@@ -422,7 +422,7 @@ class Bench:
         key = row_key(f"formfit@{budget}", self.args.embedder)
         self.carried(task.name, methods, key)
         record = methods.get(key, {})
-        if record.get("status") in ("done", "failed"):
+        if finished(record):
             log(task.name, key, "already", record["status"])
             return
         lm = formfit_lm(self.api_base, self.out / task.name / key / "cache", budget)
@@ -453,6 +453,11 @@ class Bench:
                       score=mean(scores, seed=self.args.seed).to_dict(), code=self.code, **extra)
         self.save()
         pack_path(self.carry, dataset, key).unlink(missing_ok=True)
+
+
+def finished(record: dict | None) -> bool:
+    """A row that is scored or recorded as failed: never run again."""
+    return record is not None and record.get("status") in ("done", "failed")
 
 
 def code_version() -> str:
@@ -648,7 +653,7 @@ def pack_unfinished(args: argparse.Namespace) -> None:
         methods = data["datasets"].get(name, {}).get("methods", {})
         for folder in sorted(path for path in (out / name).glob("*") if path.is_dir()):
             record = methods.get(folder.name)
-            if record is not None and record.get("status") in ("done", "failed"):
+            if finished(record):
                 continue
             tags = {tag: counts for tag, counts in meter.items() if tag.startswith(f"{name}/{folder.name}/")}
             target = pack_path(Path(args.carry), name, folder.name)
