@@ -11,14 +11,14 @@ that is interrupted in the middle of a tag and resumed adds to the counts it had
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import time
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from _forwarding_proxy import ForwardingProxy
 
 LM_PATHS = ("/chat/completions", "/completions")
 UNMEASURED = "unmeasured"
@@ -89,78 +89,23 @@ class Meter:
         temporary.replace(self.path)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    proxy: CountingProxy
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.server.proxy.handle(self, "GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.server.proxy.handle(self, "POST")
-
-
-class CountingProxy:
+class CountingProxy(ForwardingProxy):
     """`with CountingProxy("http://127.0.0.1:PORT/v1", meter) as proxy: proxy.url` -> the proxy's base URL."""
 
     def __init__(self, upstream: str, meter: Meter, timeout_s: float = 600.0) -> None:
-        parts = urlsplit(upstream)
-        self.host, self.port_upstream = parts.hostname or "127.0.0.1", parts.port or 80
-        self.base_path = parts.path.rstrip("/")
-        self.meter, self.timeout_s = meter, timeout_s
-        self._server: _Server | None = None
+        super().__init__(upstream, upstream_timeout=timeout_s)
+        self.meter = meter
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}{self.base_path}"
-
-    def __enter__(self) -> CountingProxy:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.proxy = self
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def handle(self, handler: _Handler, method: str) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
+    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        body = self.read_body(handler)
         try:
-            status, content_type, payload = self._forward(handler, method, body)
+            status, content_type, payload = self.forward(handler, method, body)
         except OSError as exc:
             status, content_type = 502, "application/json"
             payload = json.dumps({"error": {"message": f"proxy: upstream failed: {exc}"}}).encode()
         if method == "POST" and handler.path.split("?")[0].endswith(LM_PATHS):
             self.meter.record(*_usage(payload), ok=status == 200)
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
-
-    def _forward(self, handler: _Handler, method: str, body: bytes) -> tuple[int, str, bytes]:
-        connection = http.client.HTTPConnection(self.host, self.port_upstream, timeout=self.timeout_s)
-        try:
-            headers = {key: value for key, value in handler.headers.items()
-                       if key.lower() not in ("host", "connection", "content-length", "accept-encoding")}
-            connection.request(method, handler.path, body=body or None, headers=headers)
-            response = connection.getresponse()
-            return response.status, response.getheader("Content-Type", "application/json"), response.read()
-        finally:
-            connection.close()
+        self.send(handler, status, payload, content_type)
 
 
 def _usage(payload: bytes) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from optimizer.lm import LM, LOCAL_MODELS, Budget, LMRequest, LMResponse
 from optimizer.retry import RetryPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))  # the benchmarks' helpers: tests/fault_proxy.py builds on one
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 
 

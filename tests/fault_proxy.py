@@ -22,7 +22,6 @@ upstream and were answered by it in full), `completed_bodies` (their request bod
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import socket
@@ -31,94 +30,28 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from http.server import BaseHTTPRequestHandler
+
+from _forwarding_proxy import ForwardingProxy
 
 FAULT_KINDS = ("429", "500", "503", "timeout", "truncated", "garbage", "empty", "reset")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    proxy: FaultProxy
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.server.proxy._handle(self, "GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.server.proxy._handle(self, "POST")
-
-
-class FaultProxy:
+class FaultProxy(ForwardingProxy):
     """`with FaultProxy("http://127.0.0.1:PORT/v1", rate=0.3, seed=1) as proxy: proxy.url` -> the proxy's base URL
     (same path as the upstream's, e.g. `/v1`)."""
 
     def __init__(self, upstream: str, *, plan: Mapping[int, str] | None = None, rate: float = 0.0,
                  kinds: Iterable[str] = FAULT_KINDS, seed: int = 0, timeout_s: float = 3.0,
                  retry_after: str = "1", upstream_timeout: float = 300.0) -> None:
-        parts = urlsplit(upstream)
-        self.upstream_host, self.upstream_port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.base_path = parts.path.rstrip("/")
-        self.timeout_s, self.retry_after, self.upstream_timeout = timeout_s, retry_after, upstream_timeout
-        self._lock = threading.Lock()
+        super().__init__(upstream, upstream_timeout)
+        self.timeout_s, self.retry_after = timeout_s, retry_after
         self.schedule(plan=plan, rate=rate, kinds=kinds, seed=seed)
         self.requests = 0
         self.injected: Counter[str] = Counter()
         self.completed = 0
         self.completed_bodies: list[bytes] = []
-        self.port = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._down_after: int | None = None
-
-    # --- lifecycle -------------------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.base_path}"
-
-    @property
-    def is_up(self) -> bool:
-        return self._server is not None
-
-    def start(self) -> FaultProxy:
-        return self.up()
-
-    def up(self) -> FaultProxy:
-        """Listen (again, on the same port after `down()`)."""
-        if self._server is not None:
-            return self
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                server = _Server(("127.0.0.1", self.port), _Handler)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        server.proxy = self
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def down(self) -> None:
-        """Stop listening: new connections are refused, like a killed server. Requests in progress finish."""
-        with self._lock:
-            server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
 
     def schedule(self, *, plan: Mapping[int, str] | None = None, rate: float = 0.0,
                  kinds: Iterable[str] = FAULT_KINDS, seed: int = 0) -> None:
@@ -138,15 +71,6 @@ class FaultProxy:
         if already received, reset)."""
         with self._lock:
             self._down_after = completed
-
-    def stop(self) -> None:
-        self.down()
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- counters ---------------------------------------------------------------------------------------------
 
@@ -169,9 +93,8 @@ class FaultProxy:
             return self._rng.choice(self.kinds)
         return None
 
-    def _handle(self, handler: _Handler, method: str) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
+    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        body = self.read_body(handler)
         with self._lock:
             self.requests += 1
             fault = self._fault_for(self.requests)
@@ -185,7 +108,7 @@ class FaultProxy:
             self._inject(handler, fault)
             return
         try:
-            status, headers, payload = self._forward(handler, method, body)
+            status, content_type, payload = self.forward(handler, method, body)
         except OSError:
             _reset(handler)
             return
@@ -194,42 +117,16 @@ class FaultProxy:
             self.completed_bodies.append(body)
             if self._down_after is not None and self.completed >= self._down_after:
                 threading.Thread(target=self.down, daemon=True).start()
-        self._send(handler, status, payload, headers.get("Content-Type", "application/json"))
+        self.send(handler, status, payload, content_type)
 
-    def _forward(self, handler: _Handler, method: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        connection = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=self.upstream_timeout)
-        try:
-            headers = {key: value for key, value in handler.headers.items()
-                       if key.lower() not in ("host", "connection", "content-length", "accept-encoding")}
-            connection.request(method, handler.path, body=body or None, headers=headers)
-            response = connection.getresponse()
-            payload = response.read()
-            return response.status, dict(response.getheaders()), payload
-        finally:
-            connection.close()
-
-    @staticmethod
-    def _send(handler: _Handler, status: int, payload: bytes, content_type: str = "application/json",
-              extra: Mapping[str, str] | None = None) -> None:
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.send_header("Connection", "close")
-        for key, value in (extra or {}).items():
-            handler.send_header(key, value)
-        handler.end_headers()
-        handler.wfile.write(payload)
-        handler.wfile.flush()
-        handler.close_connection = True
-
-    def _inject(self, handler: _Handler, fault: str) -> None:
+    def _inject(self, handler: BaseHTTPRequestHandler, fault: str) -> None:
         def error(status: int, message: str) -> bytes:
             return json.dumps({"error": {"message": message, "type": "injected", "code": status}}).encode()
 
         if fault == "429":
-            self._send(handler, 429, error(429, "rate limited (injected)"), extra={"Retry-After": self.retry_after})
+            self.send(handler, 429, error(429, "rate limited (injected)"), extra={"Retry-After": self.retry_after})
         elif fault in ("500", "503"):
-            self._send(handler, int(fault), error(int(fault), f"server error {fault} (injected)"))
+            self.send(handler, int(fault), error(int(fault), f"server error {fault} (injected)"))
         elif fault == "timeout":
             time.sleep(self.timeout_s)
             handler.close_connection = True
@@ -245,9 +142,9 @@ class FaultProxy:
             handler.wfile.flush()
             _reset(handler)
         elif fault == "garbage":
-            self._send(handler, 200, b"<html><body>502 proxy says hello {not json", "application/json")
+            self.send(handler, 200, b"<html><body>502 proxy says hello {not json", "application/json")
         elif fault == "empty":
-            self._send(handler, 200, json.dumps({"id": "x", "object": "chat.completion", "created": 0,
+            self.send(handler, 200, json.dumps({"id": "x", "object": "chat.completion", "created": 0,
                                                  "model": "injected", "choices": []}).encode(), "application/json")
         elif fault == "reset":
             _reset(handler)
@@ -255,7 +152,7 @@ class FaultProxy:
             raise ValueError(fault)
 
 
-def _reset(handler: _Handler) -> None:
+def _reset(handler: BaseHTTPRequestHandler) -> None:
     """Drop the connection with an RST, answering nothing (more)."""
     handler.close_connection = True
     try:

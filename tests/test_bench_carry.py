@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
-
 pytest.importorskip("dspy")
-sys.path.insert(0, str(ROOT / "bench"))
 
 import litellm  # noqa: E402
 from _carry import pack, pack_path, unpack  # noqa: E402
