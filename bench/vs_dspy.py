@@ -403,10 +403,8 @@ class Bench:
             with self.measured(f"{task.name}/{key}/{'replay' if replay else 'optimize'}") as counts:
                 program = compile_dspy(method, task, metric, self.prompt_lm, self.args.seed, self.args.embedder)
         except Exception as exc:  # noqa: BLE001 - an optimizer that cannot run is a result, not a crash
-            methods[key] = {"kind": "dspy", "status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500],
-                            "optimize": asdict(counts[0])}
-            self.save()
-            log(task.name, key, "FAILED:", methods[key]["error"])
+            self.fail(task.name, methods, key, {"kind": "dspy", "error": f"{type(exc).__name__}: {exc}"[:500],
+                                                "optimize": asdict(counts[0])})
             return
         if replay:
             record["replay"] = asdict(counts[0])
@@ -432,10 +430,8 @@ class Bench:
                 with self.measured(f"{task.name}/{key}/optimize") as counts:
                     found = formfit_optimize(task, lm, self.args.seed, self.args.embedder)
             except BudgetExhausted as exc:
-                methods[key] = {"kind": "formfit", "status": "failed", "error": str(exc), "for": why,
-                                "optimize": asdict(counts[0])}
-                self.save()
-                log(task.name, key, "FAILED:", exc)
+                self.fail(task.name, methods, key, {"kind": "formfit", "error": str(exc), "for": why,
+                                                    "optimize": asdict(counts[0])})
                 return
             record = methods[key] = {"kind": "formfit", "status": "optimized", "for": why,
                                      "optimize": asdict(counts[0]), **found}
@@ -451,6 +447,16 @@ class Bench:
         """Record a scored row; its carried pack, if any, is spent."""
         record.update(status="done", test=asdict(test_counts), scores=scores,
                       score=mean(scores, seed=self.args.seed).to_dict(), code=self.code, **extra)
+        self.settle(dataset, key)
+
+    def fail(self, dataset: str, methods: dict[str, dict], key: str, record: dict) -> None:
+        """Record a row that cannot run (its `error` says why) as failed: a result too, never run again."""
+        methods[key] = {**record, "status": "failed"}
+        self.settle(dataset, key)
+        log(dataset, key, "FAILED:", record["error"])
+
+    def settle(self, dataset: str, key: str) -> None:
+        """Save a finished row; its carried pack, if any, is spent."""
         self.save()
         pack_path(self.carry, dataset, key).unlink(missing_ok=True)
 

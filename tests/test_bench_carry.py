@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -80,3 +81,30 @@ def test_pack_takes_unfinished_rows_with_their_own_tags_only(tmp_path):
     assert sorted(path.name for path in (carry / "trec").iterdir()) == ["formfit@611.pkl.xz"]
     tags, record, entries = unpack(carry / "trec" / "formfit@611.pkl.xz", tmp_path / "there")
     assert (list(tags), record, entries) == (["trec/formfit@611/optimize"], None, 1)
+
+
+def test_a_carried_row_that_fails_is_recorded_and_spends_its_pack(tmp_path, monkeypatch):
+    from test_bench_vs_dspy import vs_dspy
+
+    disk = DspyCache(True, False, str(tmp_path / "there" / "cache")).disk_cache
+    disk["request-digest"] = answer("[[ ## label ## ]] location")
+    source = pack_path(tmp_path / "carry", "trec", "mipro[chat]")
+    pack(tmp_path / "there", source, {"trec/mipro[chat]/optimize": TAGS["trec/knn[chat]/optimize"]}, None)
+
+    def compile_fails(*args, **kwargs):
+        raise ValueError("the proposer's answer did not parse")
+
+    monkeypatch.setattr(vs_dspy, "compile_dspy", compile_fails)
+    monkeypatch.setattr(vs_dspy.dspy, "configure_cache", lambda **kwargs: None)
+    monkeypatch.setattr(vs_dspy.dspy, "configure", lambda **kwargs: None)
+    args = vs_dspy.parse_args(["--out", str(tmp_path / "out"), "--results", str(tmp_path / "r.json"),
+                               "--carry", str(tmp_path / "carry")])
+    bench = vs_dspy.Bench(args, "http://127.0.0.1:9/v1", lambda: True, Meter(tmp_path / "meter.json"))
+    methods = bench.data["datasets"].setdefault("trec", {"methods": {}})["methods"]
+    bench.dspy_method(SimpleNamespace(name="trec"), methods, "mipro", "chat")
+
+    saved = json.loads((tmp_path / "r.json").read_text())["datasets"]["trec"]["methods"]["mipro[chat]"]
+    assert (saved["status"], saved["error"]) == ("failed", "ValueError: the proposer's answer did not parse")
+    assert saved["optimize"]["calls"] == 7  # the carried calls, adopted by the meter
+    assert (tmp_path / "out" / "trec" / "mipro[chat]" / "cache").is_dir()  # unpacked before it ran
+    assert not source.exists()
