@@ -51,12 +51,13 @@ row's extra calls (calls beyond one answer per test input, so KNNFewShot's test-
     .venv/bin/python bench/vs_dspy.py --pack                              # before the machine goes: carry the rest
 
 Time (full runs, 1 server thread, another benchmark process beside it): 0.2-0.7 s per call for prompts with one
-fixed demo block (the server reuses the prefix), 1-5 s with per-input neighbour demos, 2.4-3.2 s with ChatAdapter
-(two calls per answer where the model misses its field markers). Expected calls per dataset: DSPy with `plain`
-~5,000 (bootstrap_rs ~2,100 + 200, knn ~1,000 at test time, mipro ~550-800, copro fails early, labeled 200), with
-`chat` about twice that; formfit at each DSPy row's budget and half of it, each run stopping by itself after <= ~1,900
-calls, + 200 test. Estimated from the rates above: 6-8 hours per dataset for the plain-adapter rows, about 11 more
-for the ChatAdapter rows, 2-3 days for the full table in one process. Split it with --datasets/--methods/--adapters;
+fixed demo block (the server reuses the prefix), 1-5 s with per-input neighbour demos, 2.4-3.4 s with ChatAdapter
+(two calls per answer where the model misses its field markers), 5.4 s for knn[chat]. Expected calls per dataset: DSPy
+with `plain` ~5,000 (bootstrap_rs ~2,100 + 200, knn ~1,000 at test time, mipro ~550-800, copro fails early, labeled
+200), with `chat` ~7,000 (bootstrap_rs ~4,800, knn ~2,000, mipro and copro fail early, labeled 200-400); formfit at
+each DSPy row's budget and half of it, each run stopping by itself after <= ~1,900 calls, + 200 test. Estimated from
+the rates above: 6-8 hours per dataset for the plain-adapter rows, about 8 more for the ChatAdapter rows, 2-3 days
+for the full table in one process. Split it with --datasets/--methods/--adapters;
 --resume adds to one table.
 """
 
