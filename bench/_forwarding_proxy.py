@@ -38,7 +38,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ForwardingProxy:
-    """`with Proxy("http://127.0.0.1:PORT/v1") as proxy: proxy.url` -> the proxy's base URL (the upstream's path)."""
+    """`with SubclassProxy("http://127.0.0.1:PORT/v1", ...) as proxy: proxy.url` -> the proxy's base URL (the upstream's
+    path)."""
 
     def __init__(self, upstream: str, upstream_timeout: float) -> None:
         parts = urlsplit(upstream)
@@ -90,16 +91,16 @@ class ForwardingProxy:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    def handle(self, handler: _Handler, method: str) -> None:
+    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         """Answer one request."""
         raise NotImplementedError
 
     @staticmethod
-    def read_body(handler: _Handler) -> bytes:
+    def read_body(handler: BaseHTTPRequestHandler) -> bytes:
         length = int(handler.headers.get("Content-Length") or 0)
         return handler.rfile.read(length) if length else b""
 
-    def forward(self, handler: _Handler, method: str, body: bytes) -> tuple[int, str, bytes]:
+    def forward(self, handler: BaseHTTPRequestHandler, method: str, body: bytes) -> tuple[int, str, bytes]:
         """(status, content type, body) of the upstream's answer to this request; OSError if it gives none."""
         connection = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=self.upstream_timeout)
         try:
@@ -111,7 +112,7 @@ class ForwardingProxy:
             connection.close()
 
     @staticmethod
-    def send(handler: _Handler, status: int, payload: bytes, content_type: str = "application/json",
+    def send(handler: BaseHTTPRequestHandler, status: int, payload: bytes, content_type: str = "application/json",
              extra: Mapping[str, str] | None = None) -> None:
         """Answer in full and close the connection."""
         handler.send_response(status)

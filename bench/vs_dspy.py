@@ -56,7 +56,7 @@ fixed demo block (the server reuses the prefix), 1-5 s with per-input neighbour 
 with `plain` ~5,000 (bootstrap_rs ~2,100 + 200, knn ~1,000 at test time, mipro ~550-800, copro fails early, labeled
 200), with `chat` ~7,000 (bootstrap_rs ~4,800, knn ~2,000, mipro and copro fail early, labeled 200-400); formfit at
 each DSPy row's budget and half of it, each run stopping by itself after <= ~1,900 calls, + 200 test. Estimated from
-the rates above: 6-8 hours per dataset for the plain-adapter rows, about 8 more for the ChatAdapter rows, 2-3 days
+the rates above: 6-8 hours per dataset for the plain-adapter rows, about 9-10 more for the ChatAdapter rows, 2-3 days
 for the full table in one process. Split it with --datasets/--methods/--adapters;
 --resume adds to one table.
 """

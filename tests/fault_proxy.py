@@ -145,7 +145,7 @@ class FaultProxy(ForwardingProxy):
             self.send(handler, 200, b"<html><body>502 proxy says hello {not json", "application/json")
         elif fault == "empty":
             self.send(handler, 200, json.dumps({"id": "x", "object": "chat.completion", "created": 0,
-                                                 "model": "injected", "choices": []}).encode(), "application/json")
+                                                "model": "injected", "choices": []}).encode(), "application/json")
         elif fault == "reset":
             _reset(handler)
         else:  # pragma: no cover - checked in __init__
