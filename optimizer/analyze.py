@@ -1,7 +1,8 @@
 """Failure analysis: what kind of error each failure is, and which failures go together.
 
 The kind is decided by program: *form* errors come from the output parser (empty, extra text, label outside the
-set, invalid JSON, missing keys, SQL that does not parse), *content* errors are well-formed but wrong, and *fact*
+set, invalid JSON, missing keys, SQL that does not parse) or from a prompt too long for the context window (what a
+fine-tuned model without demos avoids), *content* errors are well-formed but wrong, and *fact*
 errors are content errors that showing the task's context field fixes. Failures of one kind are clustered on
 embeddings of input, output and gold (k-means; the number of groups maximises the silhouette, see `cluster`).
 """
@@ -19,7 +20,7 @@ from .embed import Embedder
 from .evaluate import EvalResult, EvalRow
 from .task import Task
 
-FORM_KINDS = ("empty", "extra_text", "label_outside_set", "invalid_json", "missing_keys", "sql_error")
+FORM_KINDS = ("empty", "extra_text", "label_outside_set", "invalid_json", "missing_keys", "sql_error", "too_long")
 KIND_TEXT = {
     "empty": "empty output",
     "extra_text": "extra text around the answer",
@@ -27,6 +28,7 @@ KIND_TEXT = {
     "invalid_json": "output that is not valid JSON",
     "missing_keys": "JSON missing required keys",
     "sql_error": "SQL that does not parse",
+    "too_long": "a prompt longer than the context window (fewer or shorter demos fit)",
     "content": "well-formed but wrong answers",
     "fact": "missing facts (the context fixes them)",
 }

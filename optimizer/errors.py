@@ -29,6 +29,11 @@ class ModelError(FormfitError):
     """An unknown model name, or a model that cannot be loaded or reached."""
 
 
+class PromptTooLong(FormfitError):
+    """A prompt (instruction, demos and input) does not fit the model's context window. Evaluation scores such a
+    row as a failure of kind `too_long` instead of stopping."""
+
+
 class LMCallError(FormfitError):
     """An LM call kept failing after every retry (timeouts, 429, 5xx, dead server)."""
 

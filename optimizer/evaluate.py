@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import BudgetExhausted
-from .lm import LM
+from .errors import BudgetExhausted, PromptTooLong
+from .lm import LM, LMResponse
 from .metrics import get_metric
 from .prompt import build_request, parse_output
 from .select import DemoSource, NoDemos, demos_for_all
@@ -19,7 +19,8 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class EvalRow:
-    """One example's outcome. `error_kind` is None for a perfect score, else a form error name or "content"."""
+    """One example's outcome. `error_kind` is None for a perfect score, else a form error name, "too_long" (the
+    prompt did not fit the context window) or "content"."""
 
     id: str
     inputs: Mapping[str, str]
@@ -102,21 +103,33 @@ def evaluate(
     ]
     rows: dict[int, EvalRow] = {}
 
-    def done(index: int, response) -> None:
-        rows[index] = _score_row(task, metric, examples[index], response)
+    def keep(index: int, row: EvalRow) -> None:
+        rows[index] = row
         if on_progress is not None:
             on_progress(len(rows), len(examples))
 
+    def answered(index: int, response: LMResponse) -> None:
+        keep(index, _score_row(task, metric, examples[index], response))
+
+    def too_long(index: int, _: PromptTooLong) -> None:
+        keep(index, _too_long_row(examples[index]))
+
     stopped = None
     try:
-        lm.map(requests, on_result=done)
+        lm.map(requests, on_result=answered, on_too_long=too_long)
     except BudgetExhausted as exc:
         stopped = str(exc)
     ordered = tuple(rows[index] for index in sorted(rows))
     return EvalResult(ordered, len(examples), stopped, time.perf_counter() - start)
 
 
-def _score_row(task: Task, metric, example: Example, response) -> EvalRow:
+def _too_long_row(example: Example) -> EvalRow:
+    """A failure of kind `too_long`: the prompt did not fit the context window, so the model was never asked."""
+    return EvalRow(id=example.id, inputs=example.inputs, output="", prediction=None, gold=example.gold, score=0.0,
+                   error_kind="too_long", prompt_tokens=0, completion_tokens=0, latency_s=0.0, cached=False)
+
+
+def _score_row(task: Task, metric, example: Example, response: LMResponse) -> EvalRow:
     parsed = parse_output(task, response.text)
     score = metric(parsed.value, example.gold, example) if parsed.value is not None else 0.0
     return EvalRow(

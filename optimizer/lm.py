@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .cache import Cache, cache_key
-from .errors import BudgetExhausted, ConfigError, FormfitError, ModelError, public_url, redact
+from .errors import BudgetExhausted, ConfigError, FormfitError, ModelError, PromptTooLong, public_url, redact
 from .retry import MalformedResponse, RetryPolicy, user_error
 
 # LiteLLM would fetch its price table from the network at import; the copy it ships is used instead.
@@ -446,17 +446,25 @@ class LM:
         return response
 
     def map(
-        self, requests: Sequence[LMRequest], on_result: Callable[[int, LMResponse], None] | None = None
+        self, requests: Sequence[LMRequest], on_result: Callable[[int, LMResponse], None] | None = None, *,
+        on_too_long: Callable[[int, PromptTooLong], None] | None = None,
     ) -> list[LMResponse | None]:
         """Run requests concurrently; `on_result(index, response)` as each one finishes.
 
-        The first error (BudgetExhausted, LMCallError, ...) or a Ctrl-C stops new calls and is raised once running
-        ones end; every response that came back before it is already in the cache.
+        A prompt that does not fit the context window goes to `on_too_long(index, error)` when given (its result
+        stays None). Any other error (BudgetExhausted, LMCallError, ...) or a Ctrl-C stops new calls and is raised
+        once running ones end; every response that came back before it is already in the cache.
         """
         results: list[LMResponse | None] = [None] * len(requests)
 
         def run(index: int) -> None:
-            results[index] = self(requests[index])
+            try:
+                results[index] = self(requests[index])
+            except PromptTooLong as exc:
+                if on_too_long is None:
+                    raise
+                on_too_long(index, exc)
+                return
             if on_result is not None:
                 on_result(index, results[index])  # type: ignore[arg-type]
 

@@ -10,6 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from .analyze import Analysis, ErrorGroup
+from .errors import PromptTooLong
 from .lm import LM, LMRequest
 from .prompt import Prompt, field_title, output_constraint, render_gold
 from .select import fixed_draw
@@ -84,6 +85,8 @@ def _with(prompt: Prompt, *patches: str) -> Prompt:
 
 def patch_for(task: Task, group: ErrorGroup, pool: Sequence[Example], seed: int) -> str | None:
     """The instruction sentence(s) that address a group, or None where no rule applies (fact errors)."""
+    if group.kind == "too_long":
+        return None  # no instruction shortens the prompt; the demo settings do
     if group.family == "form":
         return form_rule(task)
     if group.kind == "content" and task.output_type == "label" and group.confusions:
@@ -169,14 +172,13 @@ quote the examples. Reply with the new instruction only."""
 
 def critique_groups(task: Task, incumbent: Prompt, analysis: Analysis, proposer: LM,
                     groups: int = CRITIQUED_GROUPS) -> Analysis:
-    """The analysis with the largest groups' template summaries replaced by the proposer's critique of them."""
-    critiqued = [
+    """The analysis with the largest rewritable groups' template summaries replaced by the proposer's critique."""
+    chosen = rewritable(analysis)[:groups]
+    return replace(analysis, groups=tuple(
         replace(group, summary=_ask(proposer, CRITIQUE.format(
             description=task.description, instruction=incumbent.instruction, summary=group.summary,
-            examples=_examples_text(task, group))).strip() or group.summary)
-        for group in analysis.groups[:groups]
-    ]
-    return replace(analysis, groups=(*critiqued, *analysis.groups[groups:]))
+            examples=_examples_text(task, group))).strip() or group.summary) if group in chosen else group
+        for group in analysis.groups))
 
 
 def llm_rewrites(task: Task, incumbent: Prompt, analysis: Analysis, proposer: LM,
@@ -184,7 +186,7 @@ def llm_rewrites(task: Task, incumbent: Prompt, analysis: Analysis, proposer: LM
     """For each of the largest (critiqued, see `critique_groups`) groups: the proposer edits the instruction to
     fix it. Edits that quote a dev or test input are dropped."""
     proposals = []
-    for group in analysis.groups[:groups]:
+    for group in rewritable(analysis)[:groups]:
         instruction = _ask(proposer, EDIT.format(instruction=incumbent.instruction, critique=group.summary))
         instruction = instruction.strip().strip("<>").strip()
         if instruction and not leaks(instruction, heldout):
@@ -192,8 +194,17 @@ def llm_rewrites(task: Task, incumbent: Prompt, analysis: Analysis, proposer: LM
     return proposals
 
 
+def rewritable(analysis: Analysis) -> list[ErrorGroup]:
+    """The groups an instruction edit may fix, largest first: all but prompts too long for the context window."""
+    return [group for group in analysis.groups if group.kind != "too_long"]
+
+
 def _ask(proposer: LM, text: str) -> str:
-    return proposer(LMRequest(messages=({"role": "user", "content": text},), max_tokens=400)).text
+    """The proposer's answer, or "" when the question does not fit its context window."""
+    try:
+        return proposer(LMRequest(messages=({"role": "user", "content": text},), max_tokens=400)).text
+    except PromptTooLong:
+        return ""
 
 
 def _examples_text(task: Task, group: ErrorGroup) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .errors import ConfigError, FormfitError, LMCallError, ModelError, redact
+from .errors import ConfigError, FormfitError, LMCallError, ModelError, PromptTooLong, redact
 
 T = TypeVar("T")
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
@@ -18,6 +19,7 @@ _RETRYABLE_NAMES = {
     "BadGatewayError", "JSONDecodeError", "APIResponseValidationError", "MalformedResponse",
 }
 _CONNECTION_NAMES = {"APIConnectionError", "ConnectError", "ConnectionError", "RemoteProtocolError"}
+_TOO_LONG = re.compile(r"exceeds? (the )?context window|maximum context length", re.IGNORECASE)
 BASE_ENV = "FORMFIT_RETRY_BASE_S"
 
 
@@ -101,6 +103,12 @@ def is_retryable(exc: BaseException) -> bool:
     return status_of(exc) in RETRYABLE_STATUS
 
 
+def is_too_long(exc: BaseException) -> bool:
+    """The prompt does not fit the context window: LiteLLM's `ContextWindowExceededError`, llama.cpp's
+    "Requested tokens (N) exceed context window of M", or an OpenAI-style "maximum context length" 400."""
+    return any("ContextWindowExceededError" in _names(cause) or _TOO_LONG.search(str(cause)) for cause in _chain(exc))
+
+
 def retry_after_of(exc: BaseException) -> float | None:
     headers = getattr(getattr(exc, "response", None), "headers", None) or {}
     try:
@@ -112,12 +120,19 @@ def retry_after_of(exc: BaseException) -> float | None:
 def user_error(exc: Exception, target: str, endpoint: str, ever_answered: bool, max_retries: int) -> FormfitError:
     """The one-line error for a call that failed for good. `ever_answered`: did this endpoint ever reply?"""
     status = status_of(exc)
+    if is_too_long(exc):
+        return PromptTooLong(f"{target}: prompt does not fit the context window ({_first_line(exc)})")
     if status in (401, 403):
         return ConfigError(f"{target}: not authorised ({status}); set the provider's API key in the environment")
     if status == 404:
         return ModelError(f"{target}: not found at the provider ({status})")
-    what = f"{type(exc).__name__}: {redact(str(exc)).splitlines()[0][:200] if str(exc).strip() else ''}"
+    what = f"{type(exc).__name__}: {_first_line(exc)}"
     if is_connection_error(exc) and not ever_answered:
         return ModelError(f"cannot reach {endpoint} ({what})")
     tries = f" after {max_retries + 1} attempts" if is_retryable(exc) else ""
     return LMCallError(f"{target}: call failed{tries} ({what})")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's message, redacted, first line, at most 200 characters."""
+    return redact(str(exc)).splitlines()[0][:200] if str(exc).strip() else ""
