@@ -13,6 +13,7 @@ one, without repeating a completed call.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -373,10 +374,13 @@ def _dev_analysis(search: _Search, prompt: Prompt, probe_lm: LM | None) -> Analy
 
 def context_probe(task: Task, prompt: Prompt, pool: Sequence[Example], examples: Sequence[Example], lm: LM,
                   seed: int, embedder: Embedder) -> EvalResult:
-    """`prompt` on `examples` with the context field shown (demos too): the oracle-retrieval probe."""
+    """`prompt` on `examples` with the context field shown (demos too): the oracle-retrieval probe. Its selector
+    fits a copy of `embedder` (TF-IDF learns IDF on the pool it is fitted to), so the demo sources a search cached
+    keep embedding queries as their pool was embedded."""
     shown = task.with_context()
     field_name = task.context_field or ""
-    demos = prompt_demos(shown, [show_context(e, field_name) for e in pool], prompt, seed=seed, embedder=embedder)
+    demos = prompt_demos(shown, [show_context(e, field_name) for e in pool], prompt, seed=seed,
+                         embedder=copy.copy(embedder))
     return evaluate_prompt(shown, prompt, lm, [show_context(e, field_name) for e in examples], demos, seed)
 
 

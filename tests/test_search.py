@@ -196,3 +196,23 @@ def test_run_folder_program_and_reports(planted, tmp_path: Path) -> None:
         RunFolder.open(tmp_path / "run", False, settings)
     with pytest.raises(Exception, match="different seed"):
         RunFolder.open(tmp_path / "run", True, {**settings, "seed": 2})
+
+
+def test_the_context_probe_leaves_the_search_embedder_as_it_was(tmp_path: Path) -> None:
+    """The probe fits TF-IDF on the pool with the context shown; the demo sources the search cached (and scores
+    the test split with) must keep embedding queries with the pool's own IDF."""
+    from optimizer.embed import make_embedder
+    from optimizer.search import context_probe
+    from optimizer.select import demos_for_all, prompt_demos
+    from optimizer.task import load_task
+
+    task = load_task("fictional_facts")
+    pool, queries = task.split("train")[:40], task.split("test")[:10]
+    embedder = make_embedder("tfidf")
+    prompt = Prompt(task.instruction, k=4, strategy="knn")
+    source = prompt_demos(task, pool, prompt, embedder=embedder)
+    idf, before = embedder.idf.copy(), demos_for_all(source, queries)
+    lm = LM("fake/echo", cache=Cache(tmp_path), budget=Budget(), backend=ScriptedBackend(lambda request: "x"))
+    context_probe(task, prompt, pool, queries, lm, 0, embedder)
+    assert (embedder.idf == idf).all()
+    assert demos_for_all(source, queries) == before
