@@ -36,9 +36,9 @@ from .embed import Embedder, make_embedder
 from .embedder_choice import task_embedder
 from .errors import BudgetExhausted
 from .evaluate import EvalResult
-from .lm import LM, Budget
+from .lm import LM
 from .prompt import MAX_TOKENS, Prompt, output_constraint, render_gold, render_inputs
-from .search import SearchConfig, context_probe, evaluate_prompt, optimize
+from .search import SearchConfig, context_probe, default_dev_size, evaluate_prompt, optimize
 from .select import demo_source, prompt_demos
 from .stats import Estimate, difference, mean, slope_per_doubling
 from .task import Task
@@ -274,10 +274,14 @@ class _Runner:
                           _scores(self.results[(strategy, points[-2].x)]), self.config.seed)
 
     def optimized(self, budget: int) -> Prompt:
+        """The best prompt `optimize` finds with at most `budget` calls, within the command's budget; its calls
+        count in the command's usage."""
         self.on_event({"stage": "optimize", "calls": self.lm.usage.calls})
-        result = optimize(self.task, self.lm.with_budget(Budget(budget, charge_cache_hits=True)),
-                          config=SearchConfig(embedder=self.config.embedder), seed=self.config.seed,
-                          embedder=self.embedder)
+        config = SearchConfig(dev_size=default_dev_size(budget), embedder=self.config.embedder)
+        result = optimize(self.task, self.lm.stage(budget), config=config,
+                          seed=self.config.seed, embedder=self.embedder,
+                          on_event=lambda event: self.on_event({"stage": f"optimize round {event['round']}",
+                                                                "calls": self.lm.usage.calls}))
         return result.best
 
     def prompt(self, prompt: Prompt, name: str) -> EvalResult:

@@ -97,36 +97,46 @@ class Budget:
     Each distinct request is charged once. By default only real calls are charged (cache hits are free); with
     `charge_cache_hits=True` every distinct request a run makes is charged whether or not the cache answers it,
     so a resumed or warm-cache run spends exactly what the uninterrupted cold run spent and ends identically.
+    A budget `within` another (a stage's share of a command's budget) charges that one too, by its own rule.
     """
 
     def __init__(self, max_calls: int | None = None, max_dollars: float | None = None, *,
-                 charge_cache_hits: bool = False) -> None:
+                 charge_cache_hits: bool = False, within: Budget | None = None) -> None:
         if max_calls is not None and max_calls < 0 or max_dollars is not None and max_dollars < 0:
             raise ConfigError("budget must not be negative")
         self.max_calls, self.max_dollars, self.charge_cache_hits = max_calls, max_dollars, charge_cache_hits
+        self.within = within
         self.calls, self.dollars = 0, 0.0
         self._charged: set[str] = set()
         self._lock = threading.Lock()
 
-    def reserve(self, key: str) -> None:
-        """Charge request `key` (once), or raise BudgetExhausted if nothing is left."""
+    def reserve(self, key: str, *, real: bool = True) -> None:
+        """Charge request `key` (once) for a real call, or for a cache hit (`real=False`) where cache hits are
+        charged; raise BudgetExhausted if nothing is left here or in the budget this one is within."""
         with self._lock:
-            if key in self._charged:
-                return
-            if self.max_calls is not None and self.calls >= self.max_calls:
+            charge = (real or self.charge_cache_hits) and key not in self._charged
+            if charge and self.max_calls is not None and self.calls >= self.max_calls:
                 raise BudgetExhausted(f"LM-call budget of {self.max_calls} is spent")
-            if self.max_dollars is not None and self.dollars >= self.max_dollars:
+            if charge and self.max_dollars is not None and self.dollars >= self.max_dollars:
                 raise BudgetExhausted(f"budget of ${self.max_dollars:.2f} is spent")
-            self._charged.add(key)
-            self.calls += 1
+            if self.within is not None:
+                self.within.reserve(key, real=real)
+            if charge:
+                self._charged.add(key)
+                self.calls += 1
 
     def spend(self, dollars: float | None) -> None:
         with self._lock:
             self.dollars += dollars or 0.0
+        if self.within is not None:
+            self.within.spend(dollars)
 
     @property
     def remaining(self) -> int | None:
-        return None if self.max_calls is None else max(0, self.max_calls - self.calls)
+        """Calls left here, or in the budget this one is within if fewer are left there; None without a cap."""
+        own = None if self.max_calls is None else max(0, self.max_calls - self.calls)
+        outer = self.within.remaining if self.within is not None else None
+        return own if outer is None else outer if own is None else min(own, outer)
 
 
 class Backend(Protocol):
@@ -243,16 +253,22 @@ def _local_model_file(model: str, cache_dir: Path) -> tuple[str, Path]:
 # --- LiteLLM backend -------------------------------------------------------------------------------------------
 
 
+def quiet_litellm() -> Any:
+    """The litellm module, with telemetry off and its debug banners (printed to stdout) suppressed."""
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    return litellm
+
+
 class LiteLLMBackend:
     """Any LiteLLM model string; `api_base` points it at an OpenAI-compatible server. Keys come from the environment."""
 
     mode = "chat"
 
     def __init__(self, model: str, *, api_base: str | None) -> None:
-        import litellm
-
-        litellm.telemetry = False
-        litellm.suppress_debug_info = True
+        litellm = quiet_litellm()
         self._litellm = litellm
         self.model, self.api_base = model, api_base
         try:
@@ -351,6 +367,7 @@ class LM:
         self._backend_lock = threading.Lock()
         self._usage = Usage()
         self._usage_lock = threading.Lock()
+        self._counts_into: LM | None = None  # the LM this one is a stage of (see `stage`)
         self._ever_answered = False
         if backend is None and not is_local(model):
             self._backend = LiteLLMBackend(model, api_base=api_base)
@@ -375,7 +392,15 @@ class LM:
         """The same model, cache and loaded backend under another budget, with its own usage counters."""
         twin = copy.copy(self)
         twin._backend = self.backend
-        twin.budget, twin._usage, twin._usage_lock = budget, Usage(), threading.Lock()
+        twin.budget, twin._usage, twin._usage_lock, twin._counts_into = budget, Usage(), threading.Lock(), None
+        return twin
+
+    def stage(self, max_calls: int) -> LM:
+        """The same model for one stage of a command: at most `max_calls` distinct requests (cache hits charged,
+        so a resumed stage decides as the first run did) within this LM's budget, and its own usage counters whose
+        increments count in this LM's usage too."""
+        twin = self.with_budget(Budget(max_calls, charge_cache_hits=True, within=self.budget))
+        twin._counts_into = self
         return twin
 
     @property
@@ -384,8 +409,7 @@ class LM:
         unknown, e.g. a model behind `--api-base`)."""
         if is_local(self.model):
             return self._n_ctx
-        import litellm
-
+        litellm = quiet_litellm()
         try:
             return int(litellm.get_model_info(self.model).get("max_input_tokens") or UNKNOWN_CONTEXT)
         except Exception:  # litellm raises a bare Exception for models missing from its table
@@ -410,8 +434,7 @@ class LM:
 
     def __call__(self, request: LMRequest) -> LMResponse:
         key = self.key(request)
-        if self.budget.charge_cache_hits:
-            self.budget.reserve(key)
+        self.budget.reserve(key, real=False)
         hit = self.cache.get_json(CACHE_NAMESPACE, key)
         if hit is not None:
             self._count(cache_hits=1)
@@ -484,6 +507,8 @@ class LM:
         with self._usage_lock:
             current = self._usage
             self._usage = Usage(**{name: getattr(current, name) + increments.get(name, 0) for name in vars(current)})
+        if self._counts_into is not None:
+            self._counts_into._count(**increments)
 
 
 def _local_mode(model: str) -> str:

@@ -145,3 +145,31 @@ def test_measure_runs_the_curves_on_a_scripted_model(tmp_path) -> None:
     assert m.best_k == 2 and m.best.value == 1.0 and m.form_rate == 0.0
     assert [p.x for p in m.pool_curve] == [8, 15, 30, 60]
     assert decide(m, FREE).verdict == "prompt_only"
+
+
+def test_optimizing_inside_advise_counts_its_calls_and_keeps_to_the_budget(tmp_path) -> None:
+    from conftest import ScriptedBackend
+    from optimizer.cache import Cache
+    from optimizer.errors import BudgetExhausted
+    from optimizer.lm import LM, Budget
+    from optimizer.task import Example, Task
+
+    rows = [Example(id=f"e{i}", inputs={"text": f"item {i} is {('red', 'blue')[i % 2]}"},
+                    gold=("red", "blue")[i % 2]) for i in range(140)]
+    task = Task(name="colors", description="Say the colour.", inputs=("text",), output="label", output_type="label",
+                metric="label_match", instruction="Say the colour.", labels=("red", "blue"),
+                splits={"train": tuple(rows[:120]), "test": tuple(rows[120:])})
+    events: list[dict] = []
+    def model(request) -> str:  # right only when it sees at least two demos
+        return request.messages[-1]["content"].split()[-1] if len(request.messages) >= 6 else "green"
+
+    backend = ScriptedBackend(model)
+    lm = LM("fake/colors", cache=Cache(tmp_path / "a"), backend=backend)
+    m = measure(task, lm, optimize_budget=300, config=AdviseConfig(limit=20, ks=(0, 1, 2)), on_event=events.append)
+    assert m.best_origin == "optimize" and m.calls == backend.calls == lm.usage.calls
+    optimizing = [event["calls"] for event in events if event["stage"].startswith("optimize round")]
+    assert optimizing and optimizing[-1] > optimizing[0]  # progress moves while it optimizes
+    capped = LM("fake/colors", cache=Cache(tmp_path / "b"), budget=Budget(150), backend=ScriptedBackend(model))
+    with pytest.raises(BudgetExhausted):
+        measure(task, capped, optimize_budget=300, config=AdviseConfig(limit=20, ks=(0, 1, 2)))
+    assert capped.backend.calls <= 150  # the command's cap holds through the optimize stage

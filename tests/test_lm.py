@@ -123,6 +123,24 @@ def test_budget_is_never_exceeded_and_cache_hits_are_free(scripted_lm) -> None:
     assert lm.backend.calls == 3 and lm.budget.remaining == 0
 
 
+def test_a_stage_spends_within_the_command_budget_and_counts_in_its_usage(scripted_lm) -> None:
+    lm = scripted_lm(lambda r: "x", budget=5)
+    lm(ask("before"))
+    stage = lm.stage(100)
+    for i in range(4):
+        stage(ask(str(i)))
+    stage(ask("0"))  # a cache hit: charged to the stage (it replays decisions), free for the command
+    assert (stage.budget.calls, lm.budget.calls, lm.budget.remaining, stage.budget.remaining) == (4, 5, 0, 0)
+    with pytest.raises(BudgetExhausted, match="budget of 5"):
+        stage(ask("one too many"))
+    assert lm.backend.calls == 5 and stage.usage.calls == 4 and stage.usage.cache_hits == 1
+    assert lm.usage.calls == 5 and lm.usage.cache_hits == 1  # the stage's calls count in the command's usage
+    small = scripted_lm(lambda r: "x").stage(2)
+    small(ask("a")), small(ask("b"))
+    with pytest.raises(BudgetExhausted, match="budget of 2"):
+        small(ask("c"))
+
+
 def test_dollar_budget(scripted_lm, cache) -> None:
     lm = scripted_lm(lambda r: "x")
     lm.budget = Budget(max_dollars=0.0025)
@@ -178,3 +196,8 @@ def test_error_messages_redact_keys(scripted_lm, monkeypatch) -> None:
 def test_retryable_classification() -> None:
     assert is_retryable(TimeoutError()) and is_retryable(HTTPError(429)) and is_retryable(HTTPError(503))
     assert not is_retryable(HTTPError(400)) and not is_retryable(ValueError())
+
+
+def test_the_context_window_of_an_unknown_model_is_a_default_and_prints_nothing(scripted_lm, capsys) -> None:
+    assert scripted_lm(lambda r: "x").context_window == 8192
+    assert capsys.readouterr().out == ""  # LiteLLM's "Provider List" banner would break --json
