@@ -110,9 +110,10 @@ class Budget:
         self._charged: set[str] = set()
         self._lock = threading.Lock()
 
-    def reserve(self, key: str, *, real: bool = True) -> None:
-        """Charge request `key` (once) for a real call, or for a cache hit (`real=False`) where cache hits are
-        charged; raise BudgetExhausted if nothing is left here or in the budget this one is within."""
+    def reserve(self, key: str, *, real: bool = True, dollars: float | None = None) -> None:
+        """Charge request `key` (once) before a real call, or for a cache hit (`real=False`, with the `dollars` the
+        cached answer cost) where cache hits are charged; raise BudgetExhausted if nothing is left here or in the
+        budget this one is within. The dollar cap is checked before each call, so calls in flight may pass it."""
         with self._lock:
             charge = (real or self.charge_cache_hits) and key not in self._charged
             if charge and self.max_calls is not None and self.calls >= self.max_calls:
@@ -120,10 +121,11 @@ class Budget:
             if charge and self.max_dollars is not None and self.dollars >= self.max_dollars:
                 raise BudgetExhausted(f"budget of ${self.max_dollars:.2f} is spent")
             if self.within is not None:
-                self.within.reserve(key, real=real)
+                self.within.reserve(key, real=real, dollars=dollars)
             if charge:
                 self._charged.add(key)
                 self.calls += 1
+                self.dollars += 0.0 if real else dollars or 0.0
 
     def spend(self, dollars: float | None) -> None:
         with self._lock:
@@ -434,9 +436,9 @@ class LM:
 
     def __call__(self, request: LMRequest) -> LMResponse:
         key = self.key(request)
-        self.budget.reserve(key, real=False)
         hit = self.cache.get_json(CACHE_NAMESPACE, key)
         if hit is not None:
+            self.budget.reserve(key, real=False, dollars=hit.get("cost"))
             self._count(cache_hits=1)
             return LMResponse(**{**hit, "cached": True, "latency_s": 0.0})
         self.budget.reserve(key)

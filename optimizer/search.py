@@ -195,6 +195,8 @@ class _Search:
         if remaining is not None and remaining < len(examples):
             raise OutOfBudget(f"{remaining} calls left, {len(examples)} needed for {stage}")
         result = evaluate_prompt(task or self.task, prompt, lm, examples, self.demos(prompt), self.seed)
+        if not result.complete:  # the dollar cap, which no call count foresees: a partial score decides nothing
+            raise OutOfBudget(result.stopped or f"{stage} stopped after {len(result.rows)} of {len(examples)}")
         self.trials.append(Trial(self._round, prompt.key(), stage, len(result.rows), result.score))
         self._save_checkpoint()
         self.on_event({"stage": stage, "round": self._round, "calls": lm.budget.calls, "budget": lm.budget.max_calls,

@@ -216,3 +216,23 @@ def test_the_context_probe_leaves_the_search_embedder_as_it_was(tmp_path: Path) 
     context_probe(task, prompt, pool, queries, lm, 0, embedder)
     assert (embedder.idf == idf).all()
     assert demos_for_all(source, queries) == before
+
+
+def test_a_dollar_cap_stops_the_search_on_whole_scores_and_a_resume_ends_the_same(planted, tmp_path: Path) -> None:
+    """Each scripted call costs $0.001. The cap ends the run mid-batch; no partial evaluation is scored, and a
+    rerun on the same cache charges the cached answers' cost, so it stops where the first run stopped. (One call at
+    a time: with several in flight, which of them pass the cap first is down to timing.)"""
+    def capped(cache_dir: Path, backend: RecordingBackend) -> LM:
+        return LM("fake/planted", cache=Cache(cache_dir), backend=backend, retry=RetryPolicy(base_s=0.001),
+                  budget=Budget(max_dollars=0.15, charge_cache_hits=True), concurrency=1)
+
+    first_backend = RecordingBackend()
+    first = optimize(planted, capped(tmp_path / "c", first_backend), config=CONFIG, seed=1)
+    assert first.stopped is not None and "$0.15" in first.stopped
+    sizes = {"dev": {CONFIG.dev_size}, "analysis": {CONFIG.analysis_size}}
+    assert all(trial.n in sizes.get(trial.stage, set(CONFIG.race_sizes)) for trial in first.trials)
+    assert 150 <= len(first_backend.seen) <= 151  # stops at the cap (one call at a time)
+    again_backend = RecordingBackend()
+    again = optimize(planted, capped(tmp_path / "c", again_backend), config=CONFIG, seed=1)
+    assert again.best == first.best and again.trials == first.trials and again.stopped == first.stopped
+    assert again_backend.seen == []
