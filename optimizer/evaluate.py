@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -103,10 +104,13 @@ def evaluate(
     ]
     rows: dict[int, EvalRow] = {}
 
+    lock = threading.Lock()  # rows arrive from the LM's worker threads: count them one at a time
+
     def keep(index: int, row: EvalRow) -> None:
-        rows[index] = row
-        if on_progress is not None:
-            on_progress(len(rows), len(examples))
+        with lock:
+            rows[index] = row
+            if on_progress is not None:
+                on_progress(len(rows), len(examples))
 
     def answered(index: int, response: LMResponse) -> None:
         keep(index, _score_row(task, metric, examples[index], response))

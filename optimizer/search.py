@@ -28,7 +28,7 @@ from .cache import Cache
 from .embed import Embedder, embedder_name, make_embedder
 from .embedder_choice import task_embedder
 from .errors import BudgetExhausted
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, Progress, evaluate
 from .lm import LM
 from .prompt import Prompt, output_constraint
 from .propose import FIXED_DRAWS, critique_groups, propose
@@ -194,14 +194,20 @@ class _Search:
         remaining = lm.budget.remaining
         if remaining is not None and remaining < len(examples):
             raise OutOfBudget(f"{remaining} calls left, {len(examples)} needed for {stage}")
-        result = evaluate_prompt(task or self.task, prompt, lm, examples, self.demos(prompt), self.seed)
+        result = evaluate_prompt(task or self.task, prompt, lm, examples, self.demos(prompt), self.seed,
+                                 on_progress=lambda done, total: self._emit(stage, done=done, total=total))
         if not result.complete:  # the dollar cap, which no call count foresees: a partial score decides nothing
             raise OutOfBudget(result.stopped or f"{stage} stopped after {len(result.rows)} of {len(examples)}")
         self.trials.append(Trial(self._round, prompt.key(), stage, len(result.rows), result.score))
         self._save_checkpoint()
-        self.on_event({"stage": stage, "round": self._round, "calls": lm.budget.calls, "budget": lm.budget.max_calls,
-                       "score": result.score, "best_dev": self._best_dev()})
+        self._emit(stage, score=result.score)
         return result
+
+    def _emit(self, stage: str, **details: Any) -> None:
+        """Tell `on_event` where the search is: stage and round, calls charged of the budget, best dev score so far,
+        and `details` (examples done of total while an evaluation runs, its score when it ends)."""
+        self.on_event({"stage": stage, "round": self._round, "calls": self.lm.budget.calls,
+                       "budget": self.lm.budget.max_calls, "best_dev": self._best_dev(), **details})
 
     def dev_score(self, prompt: Prompt) -> float:
         if prompt.key() not in self._dev:
@@ -387,7 +393,8 @@ def context_probe(task: Task, prompt: Prompt, pool: Sequence[Example], examples:
 
 
 def evaluate_prompt(task: Task, prompt: Prompt, lm: LM, examples: Sequence[Example], demos: DemoSource,
-                    seed: int) -> EvalResult:
+                    seed: int, on_progress: Progress | None = None) -> EvalResult:
     """`evaluate` for a `Prompt`: its instruction, the given demo source, and its output constraint if any."""
     constraint = output_constraint(task, lm.backend_kind) if prompt.constrain else None
-    return evaluate(task, prompt.instruction, lm, examples, demos=demos, seed=seed, constraint=constraint)
+    return evaluate(task, prompt.instruction, lm, examples, demos=demos, seed=seed, constraint=constraint,
+                    on_progress=on_progress)

@@ -236,3 +236,15 @@ def test_a_dollar_cap_stops_the_search_on_whole_scores_and_a_resume_ends_the_sam
     again = optimize(planted, capped(tmp_path / "c", again_backend), config=CONFIG, seed=1)
     assert again.best == first.best and again.trials == first.trials and again.stopped == first.stopped
     assert again_backend.seen == []
+
+
+def test_progress_moves_with_every_example_and_never_goes_back(planted, tmp_path: Path) -> None:
+    events: list[dict] = []
+    lm = model(Cache(tmp_path / "c"), 300, RecordingBackend())
+    optimize(planted, lm, config=CONFIG, seed=1, test_lm=lm.with_budget(Budget()), on_event=events.append)
+    dev = [event["done"] for event in events if event["stage"] == "dev" and "done" in event][:CONFIG.dev_size]
+    assert dev == list(range(1, CONFIG.dev_size + 1))  # one event per example of the baseline's dev pass
+    test = [event for event in events if event["stage"] == "test" and "done" in event]
+    assert len(test) == 2 * len(planted.split("test")) and test[-1]["total"] == len(planted.split("test"))
+    calls = [event["calls"] for event in events]
+    assert calls == sorted(calls) and calls[-1] == lm.budget.calls  # the test split does not restart the count
