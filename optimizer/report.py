@@ -9,6 +9,7 @@ import difflib
 import html
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .analyze import Analysis
 from .render import figure, html_table, image, md_table, page, png
@@ -47,9 +48,19 @@ def cost_rows(result: OptimizeResult) -> list[list[str]]:
         ["retries", str(usage["retries"])],
         ["prompt / completion tokens (real calls)", f"{usage['prompt_tokens']:,} / {usage['completion_tokens']:,}"],
         ["cost", f"${usage['cost_usd']:.4f}"],
+        *proposer_rows(result.proposer_usage),
         ["wall time", f"{result.wall_s:.1f} s (LM calls {usage['call_seconds']:.1f} s)"],
         ["stopped", result.stopped or "all rounds done"],
     ]
+
+
+def proposer_rows(usage: dict[str, Any] | None) -> list[list[str]]:
+    """The proposer model's share (its calls count in the budget too), when there is one."""
+    if usage is None:
+        return []
+    return [["proposer: real LM calls / cache hits", f"{usage['lm_calls']} / {usage['cache_hits']}"],
+            ["proposer: prompt / completion tokens", f"{usage['prompt_tokens']:,} / {usage['completion_tokens']:,}"],
+            ["proposer: cost", f"${usage['cost_usd']:.4f}"]]
 
 
 def candidate_rows(result: OptimizeResult) -> list[list[str]]:

@@ -117,6 +117,7 @@ class OptimizeResult:
     stopped: str | None
     wall_s: float
     test_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    proposer_usage: dict[str, Any] | None = None  # the proposer model's own calls, tokens and cost, when there is one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,7 +127,8 @@ class OptimizeResult:
             "candidates": [c.to_dict() for c in self.candidates], "trials": [asdict(t) for t in self.trials],
             "rounds": [r.to_dict() for r in self.rounds],
             "analysis_before": self.analysis_before.to_dict(), "analysis_after": self.analysis_after.to_dict(),
-            "calls": self.calls, "usage": self.usage, "stopped": self.stopped, "wall_s": round(self.wall_s, 3),
+            "calls": self.calls, "usage": self.usage, "proposer_usage": self.proposer_usage,
+            "stopped": self.stopped, "wall_s": round(self.wall_s, 3),
         }
 
 
@@ -359,7 +361,7 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
         dev_scores=dev, test_scores=test_scores, candidates=tuple(search.candidates.values()),
         trials=tuple(search.trials), rounds=tuple(search.rounds), analysis_before=before, analysis_after=after,
         calls=lm.budget.calls, usage=lm.usage.to_dict(), stopped=stopped, wall_s=time.perf_counter() - start,
-        test_rows=test_rows,
+        test_rows=test_rows, proposer_usage=proposer.usage.to_dict() if proposer is not None else None,
     )
 
 

@@ -248,3 +248,19 @@ def test_progress_moves_with_every_example_and_never_goes_back(planted, tmp_path
     assert len(test) == 2 * len(planted.split("test")) and test[-1]["total"] == len(planted.split("test"))
     calls = [event["calls"] for event in events]
     assert calls == sorted(calls) and calls[-1] == lm.budget.calls  # the test split does not restart the count
+
+
+def test_the_proposer_models_calls_are_reported_beside_the_task_models(planted, tmp_path: Path) -> None:
+    from optimizer.report import cost_rows
+
+    lm = model(Cache(tmp_path / "c"), 300, RecordingBackend())
+    proposer_backend = ScriptedBackend(lambda request: "Say what the item is about, in one word.")
+    proposer = LM("fake/proposer", cache=lm.cache, budget=lm.budget, backend=proposer_backend)
+    result = optimize(planted, lm, proposer=proposer, config=CONFIG, seed=1)
+    usage = result.proposer_usage
+    assert usage is not None and usage["lm_calls"] == proposer_backend.calls > 0
+    assert usage["cost_usd"] == pytest.approx(0.001 * proposer_backend.calls)
+    assert result.usage["lm_calls"] + usage["lm_calls"] == result.calls  # one budget, two models
+    assert ["proposer: cost", f"${usage['cost_usd']:.4f}"] in cost_rows(result)
+    assert optimize(planted, model(Cache(tmp_path / "d"), 300, RecordingBackend()), config=CONFIG,
+                    seed=1).to_dict()["proposer_usage"] is None
