@@ -30,7 +30,7 @@ from optimizer.program import load_program
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, default_dev_size, optimize, search_embedder
 from optimizer.select import DEDUPE, STRATEGIES, ExampleSelector, demo_source, example_record
-from optimizer.task import BUILTIN_DIR, load_task
+from optimizer.task import BUILTIN_DIR, builtin_tasks, load_task
 
 err = Console(stderr=True)
 out = Console()
@@ -90,7 +90,9 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def tasks_command(as_json: bool) -> None:
     """List the built-in tasks."""
-    tasks = [load_task(path) for path in sorted(BUILTIN_DIR.iterdir()) if (path / "task.yaml").is_file()]
+    tasks = builtin_tasks()
+    if not tasks:
+        err.print(f"[yellow]no built-in tasks in {BUILTIN_DIR} (is formfit installed completely?)[/]")
     rows = [{"name": t.name, "output_type": t.output_type, "metric": t.metric, "labels": len(t.labels),
              **{f"n_{split}": len(examples) for split, examples in t.splits.items()},
              "description": t.description} for t in tasks]
