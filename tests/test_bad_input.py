@@ -414,7 +414,7 @@ def no_local_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading a llama.cpp model is a test failure here: every case must fail before the first call."""
 
     def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a bad-input case loaded the local model")
+        pytest.fail("a bad-input case loaded the local model")  # not an Exception: the backend cannot wrap it
 
     monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=refuse, LlamaGrammar=refuse))
 
@@ -427,6 +427,12 @@ def test_bad_input_is_one_line_exit_2(name: str, run_cli, tmp_path: Path, monkey
     (tmp_path / "case").mkdir()
     args, fragments = CASES[name](tmp_path / "case")
     code, out, err = run_cli(*args)
+    assert_one_line_error(code, out, err, *fragments)
+    assert "hunter2pw" not in err + out  # a password in --api-base is never echoed
+
+
+def assert_one_line_error(code: int, out: str, err: str, *fragments: str) -> None:
+    """Exit code 2, one line `formfit: error: ...` on stderr holding every fragment, no traceback."""
     assert code == 2, (code, out, err)
     lines = err.splitlines()
     assert len(lines) == 1, err
@@ -434,11 +440,20 @@ def test_bad_input_is_one_line_exit_2(name: str, run_cli, tmp_path: Path, monkey
     assert "Traceback" not in err + out
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
-    assert "hunter2pw" not in err + out  # a password in --api-base is never echoed
 
 
 def test_there_are_many_cases() -> None:
     assert len(CASES) >= 40
+
+
+def test_a_gguf_file_llama_cpp_cannot_load_is_one_line_exit_2(run_cli, tmp_path: Path) -> None:
+    """The real llama.cpp, on a file that is no GGUF model (it fails at once, before any call)."""
+    root = write_task(tmp_path / "t")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF not a model")
+    code, out, err = run_cli("eval", str(root), "--model", f"local/{bad}", "--limit", "1")
+    assert_one_line_error(code, out, err, f"{bad}: cannot load GGUF model (")
+    assert out == ""
 
 
 # --- nothing computed is lost -----------------------------------------------------------------------------------
