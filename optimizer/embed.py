@@ -141,8 +141,16 @@ class LiteLLMEmbedder:
 
     def __init__(self, model: str, api_base: str | None = None, batch_size: int = 128, timeout: float = 60.0,
                  retry: RetryPolicy | None = None) -> None:
+        import litellm
+
+        litellm.suppress_debug_info = True  # else LiteLLM prints a banner on stdout with its errors
         if api_base and "/" not in model:
             model = f"openai/{model}"
+        try:
+            litellm.get_llm_provider(model=model, api_base=api_base)
+        except Exception:  # noqa: BLE001 - litellm raises several types for an unknown provider
+            raise ModelError(f"unknown embedder {model!r} (use {', '.join(EMBEDDERS)}, or a LiteLLM embedding model "
+                             "such as openai/text-embedding-3-small)") from None
         self.model, self.api_base, self.batch_size, self.timeout = model, api_base, batch_size, timeout
         self.retry = retry or RetryPolicy()
         self._answered = False

@@ -306,6 +306,9 @@ option_case("eval-unknown-local-model", "eval", ["--model", "local/nope"], "unkn
 option_case("eval-missing-gguf-file", "eval", ["--model", "local/missing.gguf"], "missing.gguf: GGUF model file not found")
 option_case("optimize-dev-size-zero", "optimize", ["--dev-size", "0"], "Invalid value for '--dev-size'")
 option_case("optimize-unknown-model", "optimize", ["--model", "nosuch/model"], "unknown model 'nosuch/model'")
+UNKNOWN_EMBEDDER = "unknown embedder 'minlm' (use auto, minilm, tfidf, or a LiteLLM embedding model"
+option_case("eval-unknown-embedder", "eval", ["--embedder", "minlm"], UNKNOWN_EMBEDDER)
+option_case("optimize-unknown-embedder", "optimize", ["--embedder", "minlm"], UNKNOWN_EMBEDDER)
 
 
 @case("eval-unreachable-api-base")
@@ -398,6 +401,12 @@ def _(tmp: Path):
     return ["select", str(tmp / "pool.jsonl"), "item 3"], ["pool.jsonl", "the pool is empty"]
 
 
+@case("select-unknown-embedder")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    return ["select", str(root), "item 3", "--embedder", "minlm"], [UNKNOWN_EMBEDDER]
+
+
 @case("select-broken-pool-file")
 def _(tmp: Path):
     (tmp / "pool.jsonl").write_text(jsonl(ROW) + "{oops\n")
@@ -428,6 +437,7 @@ def test_bad_input_is_one_line_exit_2(name: str, run_cli, tmp_path: Path, monkey
     args, fragments = CASES[name](tmp_path / "case")
     code, out, err = run_cli(*args)
     assert_one_line_error(code, out, err, *fragments)
+    assert out == ""  # nothing else is printed (LiteLLM's banner would break --json)
     assert "hunter2pw" not in err + out  # a password in --api-base is never echoed
 
 
