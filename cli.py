@@ -66,9 +66,11 @@ def embedder_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def make_lm(model: str, api_base: str | None, threads: int | None, concurrency: int | None, timeout: float,
             budget: int | None, max_dollars: float | None, cache_dir: str | None, charge_cache_hits: bool = False) -> LM:
-    return LM(model, api_base=api_base, cache=Cache(cache_dir),
-              budget=Budget(budget, max_dollars, charge_cache_hits=charge_cache_hits),
-              threads=threads, concurrency=concurrency, timeout=timeout)
+    lm = LM(model, api_base=api_base, cache=Cache(cache_dir),
+            budget=Budget(budget, max_dollars, charge_cache_hits=charge_cache_hits),
+            threads=threads, concurrency=concurrency, timeout=timeout)
+    _ = lm.mode  # checks a local model's name and file now; its weights load on the first call
+    return lm
 
 
 @contextmanager
@@ -193,23 +195,24 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
     task = load_task(task_ref)
     dev_size = dev_size or default_dev_size(lm_args["budget"])
+    # Models and embedder are checked before the run folder is written: a typo must not leave a run.json behind.
+    lm = make_lm(**{**lm_args, "charge_cache_hits": True})
+    proposer = make_lm(**{**lm_args, "model": proposer_model, "charge_cache_hits": True}) if proposer_model else None
+    if proposer is not None:
+        proposer.budget = lm.budget  # one budget for the task model and the proposer
     # The run folder records the embedder that runs (auto decided here), so a resume elsewhere cannot differ.
-    embedder = search_embedder(task, SearchConfig(dev_size=dev_size, embedder=embedder), seed,
-                               Cache(lm_args["cache_dir"]))
+    name = search_embedder(task, SearchConfig(dev_size=dev_size, embedder=embedder), seed, lm.cache)
+    vectors = make_embedder(name, cache=lm.cache)
     run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
                          {"task": str(task.root), "model": lm_args["model"],
                           "api_base": public_url(lm_args["api_base"]),
                           "proposer_model": proposer_model, "seed": seed, "budget": lm_args["budget"],
-                          "rounds": rounds, "demo_sets": demo_sets, "dev_size": dev_size, "embedder": embedder})
-    lm = make_lm(**{**lm_args, "charge_cache_hits": True})
+                          "rounds": rounds, "demo_sets": demo_sets, "dev_size": dev_size, "embedder": name})
     unlimited = lm.with_budget(Budget())
-    proposer = make_lm(**{**lm_args, "model": proposer_model, "charge_cache_hits": True}) if proposer_model else None
-    if proposer is not None:
-        proposer.budget = lm.budget  # one budget for the task model and the proposer
-    config = SearchConfig(rounds=rounds, demo_sets=demo_sets, dev_size=dev_size, embedder=embedder)
+    config = SearchConfig(rounds=rounds, demo_sets=demo_sets, dev_size=dev_size, embedder=name)
     with live_progress(lm_args["budget"]) as update:
         result = optimize(task, lm, proposer=proposer, config=config, seed=seed, test_lm=unlimited if run_test else None,
-                          on_event=update, checkpoint=run.checkpoint)
+                          on_event=update, checkpoint=run.checkpoint, embedder=vectors)
     paths = run.finish(task, result, lm)
     summary = {"task": task.name, "model": lm.model, "embedder": result.embedder, "out": str(run.path),
                "dev": result.dev_scores, "test": result.test_scores, "calls": result.calls, "budget": result.budget,

@@ -229,12 +229,8 @@ def _grammar(extra: Mapping[str, Any]) -> dict[str, Any]:
 def _local_model_file(model: str, cache_dir: Path) -> tuple[str, Path]:
     """The mode and GGUF file of a local model (a packaged one is located, or assembled, here)."""
     mode = _local_mode(model)
-    if model in LOCAL_MODELS:
-        return mode, LOCAL_MODELS[model].locate(cache_dir)
-    path = Path(model.removeprefix("local/"))
-    if not path.is_file():
-        raise ModelError(f"{path}: GGUF model file not found")
-    return mode, path
+    spec = LOCAL_MODELS.get(model)
+    return mode, spec.locate(cache_dir) if spec else Path(model.removeprefix("local/"))
 
 
 # --- LiteLLM backend -------------------------------------------------------------------------------------------
@@ -476,7 +472,12 @@ class LM:
 
 
 def _local_mode(model: str) -> str:
+    """A local model's prompt mode; a ModelError for an unknown name or a GGUF file that is not there."""
     spec = LOCAL_MODELS.get(model)
-    if spec is None and not model.endswith(".gguf"):
+    if spec is not None:
+        return spec.mode
+    if not model.endswith(".gguf"):
         raise ModelError(f"unknown local model {model!r} (known: {', '.join(LOCAL_MODELS)}, or local/PATH.gguf)")
-    return spec.mode if spec else "chat"
+    if not Path(model.removeprefix("local/")).is_file():
+        raise ModelError(f"{model.removeprefix('local/')}: GGUF model file not found")
+    return "chat"

@@ -456,6 +456,23 @@ def test_there_are_many_cases() -> None:
     assert len(CASES) >= 40
 
 
+@pytest.mark.parametrize("args", [["--model", "nosuch/model"], ["--model", "local/nope"],
+                                  ["--model", "local/missing.gguf"], ["--proposer-model", "nosuch/model"],
+                                  ["--embedder", "minlm"]], ids=lambda args: " ".join(args))
+def test_a_mistyped_model_or_embedder_leaves_no_run_behind(args: list[str], run_cli, tmp_path: Path,
+                                                           fake_model, no_local_model: None) -> None:
+    """Nothing is written before the models and the embedder are checked, so the corrected command just runs."""
+    root = write_task(tmp_path / "t", files={"train.jsonl": jsonl(*rows(30)), "test.jsonl": jsonl(*rows(4, 30))})
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli("optimize", str(root), "--out", str(out_dir), *args)
+    assert_one_line_error(code, out, err)
+    assert not (out_dir / "run.json").exists()
+    fake_model(FlakyBackend())
+    code, _, err = run_cli("optimize", str(root), "--out", str(out_dir), "--model", "fake/x", "--budget", "20",
+                           "--rounds", "1", "--demo-sets", "0", "--no-test", "--json")
+    assert code == 0, err
+
+
 def test_a_gguf_file_llama_cpp_cannot_load_is_one_line_exit_2(run_cli, tmp_path: Path) -> None:
     """The real llama.cpp, on a file that is no GGUF model (it fails at once, before any call)."""
     root = write_task(tmp_path / "t")
