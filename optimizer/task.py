@@ -298,7 +298,7 @@ def _fractions(value: Any, where) -> dict[str, float]:
 
 def _examples(task: Task, path: Path, rows: list[Row]):
     for line, record in rows:
-        place = located(path, line or None)
+        place = located(path, line)
         for key in (*task.inputs, task.output, *([task.context_field] if task.context_field else [])):
             if key not in record or record[key] is None:
                 raise TaskError(f"{place}: record has no field {key!r}")
@@ -339,7 +339,7 @@ def _check_unique_ids(splits: dict[str, tuple[Path, list[Row]]]) -> None:
     seen: dict[str, str] = {}
     for name, (path, rows) in splits.items():
         for line, record in rows:
-            example_id, place = str(record["id"]), f"{located(path, line or None)} ({name})"
+            example_id, place = str(record["id"]), f"{located(path, line)} ({name})"
             if example_id in seen:
                 raise TaskError(f"{place}: duplicate example id {example_id!r} (first at {seen[example_id]})")
             seen[example_id] = place

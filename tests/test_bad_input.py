@@ -232,6 +232,10 @@ data_case("data-csv-duplicate-header", {"train.csv": "id,text,text\nr1,a,b\n"},
 data_case("data-json-not-a-list", {"train.json": '{"id": "a", "text": "x", "label": "yes"}'},
           "train.json", "expected a JSON list of objects",
           spec={**SPEC, "data": {"train": "train.json", "test": "test.jsonl"}})
+data_case("data-json-list-record-lacks-a-field",
+          {"train.json": '[\n  {"id": "a", "text": "x", "label": "yes"},\n  {"id": "b",\n   "label": "no"}\n]'},
+          "train.json:3:", "record has no field 'text'",
+          spec={**SPEC, "data": {"train": "train.json", "test": "test.jsonl"}})
 data_case("data-json-broken", {"train.json": '[\n{"id": "a",\n "text": }\n]'}, "train.json:3:", "broken JSON",
           spec={**SPEC, "data": {"train": "train.json", "test": "test.jsonl"}})
 data_case("data-unsupported-suffix", {"train.txt": "hello\n"}, "train.txt", "unsupported data file type '.txt'",
