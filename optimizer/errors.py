@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -39,6 +41,15 @@ class BudgetExhausted(FormfitError):
     """The LM-call (or dollar) budget is spent; what was computed before is kept."""
 
     exit_code = 1
+
+
+@contextmanager
+def writing(path: object, what: str) -> Iterator[None]:
+    """An OSError while writing `what` at `path` becomes one ConfigError naming both."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write {what} ({exc.strerror or exc})") from None
 
 
 def located(path: object, line: int | None = None) -> str:

@@ -355,6 +355,50 @@ def _(tmp: Path):
         "run.json", "--resume with a different"]
 
 
+@case("optimize-resume-corrupt-run-json")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "run").mkdir()
+    (tmp / "run" / "run.json").write_text('{"task": ')
+    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
+        f"{tmp / 'run' / 'run.json'}: cannot read the run's settings (Expecting value"]
+
+
+@case("optimize-resume-run-json-not-an-object")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "run").mkdir()
+    (tmp / "run" / "run.json").write_text("[1, 2]")
+    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
+        f"{tmp / 'run' / 'run.json'}: cannot read the run's settings (not a JSON object)"]
+
+
+def finished_run(tmp: Path) -> Path:
+    """The two files `formfit export` reads of a finished optimize run."""
+    root = write_task(tmp / "t")
+    (tmp / "run" / "program").mkdir(parents=True)
+    (tmp / "run" / "run.json").write_text(json.dumps({"task": str(root)}))
+    (tmp / "run" / "program" / "program.json").write_text(json.dumps({"prompt": {"instruction": "Say yes or no."}}))
+    return tmp / "run"
+
+
+@case("export-out-under-a-regular-file")
+def _(tmp: Path):
+    run = finished_run(tmp)
+    (tmp / "plain").write_text("not a folder")
+    out = tmp / "plain" / "train.jsonl"
+    return ["export", str(run), "--format", "openai-jsonl", "--out", str(out)], [
+        f"{out}: cannot write the export ("]
+
+
+@case("advise-out-under-a-regular-file")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "plain").write_text("not a folder")  # checked before measuring: the local-model stub is never reached
+    return ["advise", str(root), "--out", str(tmp / "plain" / "advice")], [
+        f"{tmp / 'plain' / 'advice'}: cannot write the advice report (Not a directory)"]
+
+
 @case("optimize-out-holds-a-run")
 def _(tmp: Path):
     root = write_task(tmp / "t")
@@ -374,6 +418,11 @@ def _(tmp: Path):
     (tmp / "program").mkdir()
     (tmp / "program" / "program.json").write_text('{"task": ')
     return ["run", str(tmp / "program"), "hello"], [str(tmp / "program"), "not a saved formfit program"]
+
+
+@case("run-input-without-equals")
+def _(tmp: Path):
+    return ["run", str(tmp), "--input", "text"], ["Invalid value for '--input'", "'text' is not KEY=VALUE"]
 
 
 @case("run-no-such-path")
@@ -409,6 +458,19 @@ def _(tmp: Path):
 def _(tmp: Path):
     root = write_task(tmp / "t")
     return ["select", str(root), "item 3", "--embedder", "minlm"], [UNKNOWN_EMBEDDER]
+
+
+@case("select-pool-record-lacks-an-input-field")
+def _(tmp: Path):
+    (tmp / "pool.jsonl").write_text(jsonl(ROW, {"id": "b", "label": "no"}))
+    return ["select", str(tmp / "pool.jsonl"), "item 3"], ["pool.jsonl:2:", "record has no field 'text'"]
+
+
+@case("select-several-inputs-without-the-others")
+def _(tmp: Path):
+    (tmp / "pool.jsonl").write_text(jsonl({"question": "q", "context": "c", "label": "yes"}))
+    return ["select", str(tmp / "pool.jsonl"), "a question", "-k", "1"], [
+        "the pool's input fields are question, context: give context with --input KEY=VALUE"]
 
 
 @case("select-broken-pool-file")

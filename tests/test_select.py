@@ -250,6 +250,20 @@ def test_cli_select_from_a_data_file_then_from_the_saved_selector(run_cli, tmp_p
     assert json.loads(out)["demos"][0]["example"]["id"] == 4
 
 
+def test_cli_select_on_a_pool_of_several_inputs_takes_the_others_with_input(run_cli, tmp_path: Path) -> None:
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"id": 1, "question": "who wrote it", "context": "a novel about whales", "label": "melville"},
+        {"id": 2, "question": "who wrote it", "context": "a play about a danish prince", "label": "shakespeare"},
+    ]))
+    code, out, err = run_cli("select", str(data), "who wrote it", "--input", "context=the prince of denmark",
+                             "-k", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["query"] == {"question": "who wrote it", "context": "the prince of denmark"}
+    assert [d["example"]["label"] for d in result["demos"]] == ["shakespeare"]
+
+
 def test_cli_select_errors(run_cli, tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
