@@ -52,6 +52,14 @@ def writing(path: object, what: str) -> Iterator[None]:
         raise ConfigError(f"{path}: cannot write {what} ({exc.strerror or exc})") from None
 
 
+def check_format(path: object, saved: object, supported: int) -> None:
+    """A file a newer formfit saved (its "format" above `supported`) is a ConfigError saying so."""
+    found = saved.get("format") if isinstance(saved, dict) else None
+    if isinstance(found, int) and found > supported:
+        raise ConfigError(f"{path}: saved by a newer formfit (format {found}; this one reads up to {supported}), "
+                          "upgrade formfit to load it")
+
+
 def located(path: object, line: int | None = None) -> str:
     """Render `file:line` (or just `file`) for error messages."""
     return f"{path}:{line}" if line else f"{path}"

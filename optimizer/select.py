@@ -19,7 +19,7 @@ import numpy as np
 from .cache import Cache, cache_key
 from .embed import Embedder, TfidfEmbedder, embedder_from_spec, make_embedder
 from .data import read_rows
-from .errors import ConfigError, DataError, located, writing
+from .errors import ConfigError, DataError, check_format, located, writing
 from .prompt import Prompt
 from .task import Example, Task
 
@@ -359,6 +359,7 @@ class ExampleSelector:
             idf = np.load(directory / "idf.npy") if (directory / "idf.npy").exists() else None
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{directory}: not a saved selector ({exc})") from None
+        check_format(directory / "selector.json", meta, FORMAT_VERSION)
         config = replace(SelectorConfig(**{**meta["config"], "input_keys": _tuple(meta["config"]["input_keys"])}),
                          **overrides)
         selector = cls(embedder or embedder_from_spec(meta["embedder"], cache=cache, idf=idf), **asdict(config))

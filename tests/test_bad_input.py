@@ -425,6 +425,14 @@ def _(tmp: Path):
     return ["run", str(tmp), "--input", "text"], ["Invalid value for '--input'", "'text' is not KEY=VALUE"]
 
 
+@case("run-program-from-a-newer-formfit")
+def _(tmp: Path):
+    (tmp / "program").mkdir()
+    (tmp / "program" / "program.json").write_text(json.dumps({"format": 2, "task": {"a": "newer layout"}}))
+    return ["run", str(tmp / "program"), "hello"], [
+        f"{tmp / 'program' / 'program.json'}: saved by a newer formfit (format 2; this one reads up to 1)"]
+
+
 @case("run-no-such-path")
 def _(tmp: Path):
     return ["run", str(tmp / "nothing"), "hello"], ["Invalid value for 'PROGRAM'", "does not exist"]

@@ -145,6 +145,14 @@ def test_tfidf_selector_reloads_with_its_idf(tmp_path: Path) -> None:
     assert loaded.select({"text": "example number 12"}) == selector.select({"text": "example number 12"})[-2:]
 
 
+def test_a_selector_saved_by_a_newer_formfit_is_refused_clearly(tmp_path: Path) -> None:
+    ExampleSelector("tfidf", 3, input_keys=["text"]).fit(pool(10)).save(tmp_path / "sel")
+    meta = json.loads((tmp_path / "sel" / "selector.json").read_text())
+    (tmp_path / "sel" / "selector.json").write_text(json.dumps({**meta, "format": meta["format"] + 1}))
+    with pytest.raises(ConfigError, match=r"selector\.json: saved by a newer formfit \(format 2; this one reads up to 1"):
+        ExampleSelector.load(tmp_path / "sel")
+
+
 def test_cached_embedder_embeds_each_text_once(cache) -> None:
     inner = VectorEmbedder()
     cached = CachedEmbedder(inner, cache)
