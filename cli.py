@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from optimizer.advice_report import write_advice
+from optimizer.advice_report import advice_folder, write_advice
 from optimizer.advise import AdviseConfig, decide, measure
 from optimizer.cache import Cache
 from optimizer.costs import model_prices
@@ -22,15 +22,15 @@ from optimizer.export import FORMATS, export_run
 from optimizer.errors import FormfitError, public_url, redact
 from optimizer.evaluate import EvalResult, evaluate
 from optimizer.lm import CACHE_NAMESPACE as LM_NAMESPACE, DEFAULT_MODEL, LM, LOCAL_MODELS, Budget
-from optimizer.data import SUFFIXES, read_records
+from optimizer.data import SUFFIXES
 from optimizer.embed import CACHE_NAMESPACE as EMBEDDING_NAMESPACE, EMBEDDERS, make_embedder
 from optimizer.embedder_choice import task_embedder
 from optimizer.errors import ConfigError
 from optimizer.program import load_program
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, default_dev_size, optimize, search_embedder
-from optimizer.select import DEDUPE, STRATEGIES, ExampleSelector, demo_source, example_record
-from optimizer.task import BUILTIN_DIR, load_task
+from optimizer.select import DEDUPE, STRATEGIES, ExampleSelector, demo_source, example_record, file_pool
+from optimizer.task import BUILTIN_DIR, builtin_tasks, load_task
 
 err = Console(stderr=True)
 out = Console()
@@ -66,9 +66,11 @@ def embedder_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def make_lm(model: str, api_base: str | None, threads: int | None, concurrency: int | None, timeout: float,
             budget: int | None, max_dollars: float | None, cache_dir: str | None, charge_cache_hits: bool = False) -> LM:
-    return LM(model, api_base=api_base, cache=Cache(cache_dir),
-              budget=Budget(budget, max_dollars, charge_cache_hits=charge_cache_hits),
-              threads=threads, concurrency=concurrency, timeout=timeout)
+    lm = LM(model, api_base=api_base, cache=Cache(cache_dir),
+            budget=Budget(budget, max_dollars, charge_cache_hits=charge_cache_hits),
+            threads=threads, concurrency=concurrency, timeout=timeout)
+    _ = lm.mode  # checks a local model's name and file now; its weights load on the first call
+    return lm
 
 
 @contextmanager
@@ -90,7 +92,9 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def tasks_command(as_json: bool) -> None:
     """List the built-in tasks."""
-    tasks = [load_task(path) for path in sorted(BUILTIN_DIR.iterdir()) if (path / "task.yaml").is_file()]
+    tasks = builtin_tasks()
+    if not tasks:
+        err.print(f"[yellow]no built-in tasks in {BUILTIN_DIR} (is formfit installed completely?)[/]")
     rows = [{"name": t.name, "output_type": t.output_type, "metric": t.metric, "labels": len(t.labels),
              **{f"n_{split}": len(examples) for split, examples in t.splits.items()},
              "description": t.description} for t in tasks]
@@ -191,23 +195,24 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
     task = load_task(task_ref)
     dev_size = dev_size or default_dev_size(lm_args["budget"])
+    # Models and embedder are checked before the run folder is written: a typo must not leave a run.json behind.
+    lm = make_lm(**{**lm_args, "charge_cache_hits": True})
+    proposer = make_lm(**{**lm_args, "model": proposer_model, "charge_cache_hits": True}) if proposer_model else None
+    if proposer is not None:
+        proposer.budget = lm.budget  # one budget for the task model and the proposer
     # The run folder records the embedder that runs (auto decided here), so a resume elsewhere cannot differ.
-    embedder = search_embedder(task, SearchConfig(dev_size=dev_size, embedder=embedder), seed,
-                               Cache(lm_args["cache_dir"]))
+    name = search_embedder(task, SearchConfig(dev_size=dev_size, embedder=embedder), seed, lm.cache)
+    vectors = make_embedder(name, cache=lm.cache)
     run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
                          {"task": str(task.root), "model": lm_args["model"],
                           "api_base": public_url(lm_args["api_base"]),
                           "proposer_model": proposer_model, "seed": seed, "budget": lm_args["budget"],
-                          "rounds": rounds, "demo_sets": demo_sets, "dev_size": dev_size, "embedder": embedder})
-    lm = make_lm(**{**lm_args, "charge_cache_hits": True})
+                          "rounds": rounds, "demo_sets": demo_sets, "dev_size": dev_size, "embedder": name})
     unlimited = lm.with_budget(Budget())
-    proposer = make_lm(**{**lm_args, "model": proposer_model, "charge_cache_hits": True}) if proposer_model else None
-    if proposer is not None:
-        proposer.budget = lm.budget  # one budget for the task model and the proposer
-    config = SearchConfig(rounds=rounds, demo_sets=demo_sets, dev_size=dev_size, embedder=embedder)
+    config = SearchConfig(rounds=rounds, demo_sets=demo_sets, dev_size=dev_size, embedder=name)
     with live_progress(lm_args["budget"]) as update:
         result = optimize(task, lm, proposer=proposer, config=config, seed=seed, test_lm=unlimited if run_test else None,
-                          on_event=update, checkpoint=run.checkpoint)
+                          on_event=update, checkpoint=run.checkpoint, embedder=vectors)
     paths = run.finish(task, result, lm)
     summary = {"task": task.name, "model": lm.model, "embedder": result.embedder, "out": str(run.path),
                "dev": result.dev_scores, "test": result.test_scores, "calls": result.calls, "budget": result.budget,
@@ -246,22 +251,32 @@ def live_progress(budget: int | None) -> Iterator[Callable[[dict[str, Any]], Non
         yield update
 
 
+def key_values(_: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """Repeated KEY=VALUE options as a dict; one without `=` is a bad option value."""
+    bad = next((value for value in values if "=" not in value), None)
+    if bad is not None:
+        raise click.BadParameter(f"{bad!r} is not KEY=VALUE", param=param)
+    return dict(value.split("=", 1) for value in values)
+
+
+def input_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--input", "fields", multiple=True, metavar="KEY=VALUE", callback=key_values, help=help_text)
+
+
 @cli.command("run")
 @click.argument("program_dir", metavar="PROGRAM", type=click.Path(exists=True))
 @click.argument("text", required=False)
-@click.option("--input", "fields", multiple=True, metavar="KEY=VALUE", help="Input fields (for several inputs).")
+@input_option("Input fields (for several inputs).")
 @click.option("--model", default=None, help="Run on another model than the one it was optimized for.")
 @click.option("--api-base", default=None)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR")
 @click.option("--json", "as_json", is_flag=True)
-def run_command(program_dir: str, text: str | None, fields: tuple[str, ...], model: str | None,
+def run_command(program_dir: str, text: str | None, fields: dict[str, str], model: str | None,
                 api_base: str | None, threads: int | None, cache_dir: str | None, as_json: bool) -> None:
     """Run a saved PROGRAM on TEXT (its first input field) or on --input KEY=VALUE fields."""
     program = load_program(program_dir, model=model, api_base=api_base, cache=Cache(cache_dir), threads=threads)
-    inputs = dict(field.split("=", 1) for field in fields if "=" in field)
-    if text is not None:
-        inputs.setdefault(program.task.inputs[0], text)
+    inputs = {program.task.inputs[0]: text, **fields} if text is not None else fields
     prediction = program.predict(**inputs)
     if as_json:
         click.echo(json.dumps({"value": prediction.value, "text": prediction.text,
@@ -301,6 +316,7 @@ def advise_command(task_ref: str, program_dir: str | None, optimize_budget: int 
     """Measure the prompt-only approaches on TASK and say whether fine-tuning would still help."""
     task = load_task(task_ref)
     lm = make_lm(**lm_args)
+    folder = advice_folder(out_dir or f"runs/advise-{task.name}-{lm.model.split('/')[-1]}")
     prompt = load_program(program_path(program_dir), lm=lm).prompt if program_dir else None
     prices = model_prices(lm.model, ft_input=ft_price_input, ft_output=ft_price_output, ft_train=ft_price_train)
     ks = tuple(k for k in (0, 1, 2, 4, 8, 16, 32, 64, 128) if k <= max_k)
@@ -309,7 +325,7 @@ def advise_command(task_ref: str, program_dir: str | None, optimize_budget: int 
         measurements = measure(task, lm, program=prompt, optimize_budget=optimize_budget, config=config,
                                on_event=update)
     advice = decide(measurements, prices, monthly_calls=monthly_calls, months=months)
-    paths = write_advice(advice, out_dir or f"runs/advise-{task.name}-{lm.model.split('/')[-1]}")
+    paths = write_advice(advice, folder)
     if as_json:
         click.echo(json.dumps({"task": task.name, "model": lm.model, "verdict": advice.verdict,
                                "title": advice.title, "reasons": list(advice.reasons),
@@ -361,17 +377,23 @@ def export_command(run_dir: str, fmt: str, out_path: str | None, as_json: bool) 
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="[default: knn, or a saved selector's]")
 @embedder_option
 @click.option("--input-key", "input_keys", multiple=True, help="Fields embedded (data files; default: all but label).")
+@input_option("The pool's other input fields, when it has several (TEXT is the first).")
 @click.option("--label-key", default=None, help="The label/output field of a data file [default: label or output].")
 @click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None, help="Save the selector here.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR")
 @click.option("--api-base", default=None, help="Base URL for a LiteLLM embedding model on an OpenAI-compatible server.")
 @click.option("--json", "as_json", is_flag=True)
 def select_command(pool: str, text: str, k: int, strategy: str | None, embedder: str, input_keys: tuple[str, ...],
-                   label_key: str | None, save_dir: str | None, cache_dir: str | None, api_base: str | None,
-                   as_json: bool) -> None:
+                   fields: dict[str, str], label_key: str | None, save_dir: str | None, cache_dir: str | None,
+                   api_base: str | None, as_json: bool) -> None:
     """Show the K demos chosen for TEXT from POOL (a task's train split, a data file, or a saved selector)."""
     selector = build_selector(pool, k, strategy, embedder, input_keys, label_key, Cache(cache_dir), api_base)
-    query = {(selector.config.input_keys or ("text",))[0]: text}
+    keys = selector.config.input_keys or ("text",)
+    query = {keys[0]: text, **fields}
+    missing = [key for key in keys if key not in query]
+    if missing:
+        raise ConfigError(f"the pool's input fields are {', '.join(keys)}: give {', '.join(missing)} with "
+                          "--input KEY=VALUE")
     chosen = selector.select_scored(query, k=k)
     if save_dir:
         selector.save(save_dir)
@@ -393,11 +415,7 @@ def build_selector(pool: str, k: int, strategy: str | None, embedder: str, input
     if (path / "selector.json").is_file():
         return ExampleSelector.load(path, cache=cache, k=k, **({"strategy": strategy} if strategy else {}))
     if path.suffix in SUFFIXES and path.is_file():
-        records = read_records(path)
-        if not records:
-            raise ConfigError(f"{path}: the pool is empty")
-        label_key = label_key or next((key for key in ("label", "output") if key in records[0]), None)
-        keys = input_keys or tuple(key for key in records[0] if key not in (label_key, "id"))
+        records, keys, label_key = file_pool(path, input_keys, label_key)
     else:
         task = load_task(pool)
         embedder = task_embedder(embedder, task, task.split("train"), cache=cache)

@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import html
 import json
+import tempfile
 from pathlib import Path
 
 from .advise import Advice, Measurements
+from .errors import writing
 from .render import figure, html_table, image, md_table, page, png
+
+
+WHAT = "the advice report"
+
+
+def advice_folder(directory: str | Path) -> Path:
+    """Make `directory` and check it takes files, before anything is measured (an unwritable --out fails at once)."""
+    directory = Path(directory)
+    with writing(directory, WHAT):
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    return directory
 
 
 def write_advice(advice: Advice, directory: str | Path) -> dict[str, str]:
     """Write the three files into `directory`; returns their paths by kind."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     paths = {"advice_md": directory / "advice.md", "advice_html": directory / "advice.html",
              "advice_json": directory / "advice.json"}
-    paths["advice_md"].write_text(markdown(advice), encoding="utf-8")
-    paths["advice_html"].write_text(html_page(advice), encoding="utf-8")
-    paths["advice_json"].write_text(json.dumps(advice.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    with writing(directory, WHAT):
+        directory.mkdir(parents=True, exist_ok=True)
+        paths["advice_md"].write_text(markdown(advice), encoding="utf-8")
+        paths["advice_html"].write_text(html_page(advice), encoding="utf-8")
+        paths["advice_json"].write_text(json.dumps(advice.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
     return {kind: str(path) for kind, path in paths.items()}
 
 

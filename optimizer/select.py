@@ -18,7 +18,8 @@ import numpy as np
 
 from .cache import Cache, cache_key
 from .embed import Embedder, TfidfEmbedder, embedder_from_spec, make_embedder
-from .errors import ConfigError
+from .data import read_rows
+from .errors import ConfigError, DataError, check_format, located, writing
 from .prompt import Prompt
 from .task import Example, Task
 
@@ -334,7 +335,7 @@ class ExampleSelector:
     def save(self, directory: str | Path) -> Path:
         """Write config, examples and the float32 matrix (and TF-IDF weights) so `load` never re-embeds the pool."""
         directory = Path(directory)
-        try:
+        with writing(directory, "the selector"):
             directory.mkdir(parents=True, exist_ok=True)
             meta = {"format": FORMAT_VERSION, "config": asdict(self.config), "embedder": self.embedder.spec(),
                     "embedder_id": self.embedder.id}
@@ -344,8 +345,6 @@ class ExampleSelector:
             np.save(directory / "embeddings.npy", self.matrix)
             if isinstance(self.embedder, TfidfEmbedder):
                 np.save(directory / "idf.npy", self.embedder.idf)
-        except OSError as exc:
-            raise ConfigError(f"{directory}: cannot save selector ({exc.strerror})") from None
         return directory
 
     @classmethod
@@ -360,6 +359,7 @@ class ExampleSelector:
             idf = np.load(directory / "idf.npy") if (directory / "idf.npy").exists() else None
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{directory}: not a saved selector ({exc})") from None
+        check_format(directory / "selector.json", meta, FORMAT_VERSION)
         config = replace(SelectorConfig(**{**meta["config"], "input_keys": _tuple(meta["config"]["input_keys"])}),
                          **overrides)
         selector = cls(embedder or embedder_from_spec(meta["embedder"], cache=cache, idf=idf), **asdict(config))
@@ -417,6 +417,24 @@ def demos_for_all(source: DemoSource, examples: Sequence[Example]) -> list[list[
     """Every example's demos, in one batch where the source can (`demos_for_many`)."""
     many = getattr(source, "demos_for_many", None)
     return many(examples) if many is not None else [source.demos_for(example) for example in examples]
+
+
+def file_pool(path: str | Path, input_keys: Sequence[str] = (), label_key: str | None = None
+              ) -> tuple[list[dict[str, Any]], tuple[str, ...], str | None]:
+    """A data file as a demo pool: (records, input keys, label key). The label key is `label_key`, else `label` or
+    `output` when the first record has one; the input keys are `input_keys`, else the first record's other fields
+    but `id`. A record without an input field is a DataError naming its file:line."""
+    rows = read_rows(path)
+    if not rows:
+        raise ConfigError(f"{path}: the pool is empty")
+    first = rows[0][1]
+    label_key = label_key or next((key for key in ("label", "output") if key in first), None)
+    keys = tuple(input_keys) or tuple(key for key in first if key not in (label_key, "id"))
+    for line, record in rows:
+        missing = next((key for key in keys if key not in record), None)
+        if missing is not None:
+            raise DataError(f"{located(path, line)}: record has no field {missing!r}")
+    return [record for _, record in rows], keys, label_key
 
 
 def example_record(task: Task, example: Example) -> dict[str, Any]:

@@ -20,7 +20,17 @@ METRICS = ("label_match", "exact_match", "token_f1", "json_match", "sql_exec")
 SCHEMA_TYPES = ("string", "integer", "number", "boolean")
 SPLITS = ("train", "dev", "test")
 DEFAULT_FRACTIONS = {"train": 0.6, "dev": 0.2, "test": 0.2}
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tasks"
+
+
+def _builtin_dir() -> Path:
+    """Installed, the built-in tasks are package data (optimizer/builtin_tasks); in a checkout, tasks/ beside
+    optimizer/ (pyproject.toml maps one onto the other)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "builtin_tasks"
+    return installed if installed.is_dir() else package.parent / "tasks"
+
+
+BUILTIN_DIR = _builtin_dir()
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _CUSTOM_METRIC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _REQUIRED = ("name", "description", "inputs", "output", "output_type", "metric", "instruction", "data")
@@ -106,6 +116,12 @@ def resolve_task_path(ref: str | Path) -> Path:
     if _NAME.match(str(ref)) and (BUILTIN_DIR / str(ref)).is_dir():
         return BUILTIN_DIR / str(ref)
     raise TaskError(f"{ref}: no such task folder or built-in task (see `formfit tasks`)")
+
+
+def builtin_tasks() -> list[Task]:
+    """The built-in tasks, by name (none when the folder is missing from a broken install)."""
+    folders = sorted(BUILTIN_DIR.iterdir()) if BUILTIN_DIR.is_dir() else []
+    return [load_task(folder) for folder in folders if (folder / "task.yaml").is_file()]
 
 
 def load_task(ref: str | Path) -> Task:
@@ -282,7 +298,7 @@ def _fractions(value: Any, where) -> dict[str, float]:
 
 def _examples(task: Task, path: Path, rows: list[Row]):
     for line, record in rows:
-        place = located(path, line or None)
+        place = located(path, line)
         for key in (*task.inputs, task.output, *([task.context_field] if task.context_field else [])):
             if key not in record or record[key] is None:
                 raise TaskError(f"{place}: record has no field {key!r}")
@@ -323,7 +339,7 @@ def _check_unique_ids(splits: dict[str, tuple[Path, list[Row]]]) -> None:
     seen: dict[str, str] = {}
     for name, (path, rows) in splits.items():
         for line, record in rows:
-            example_id, place = str(record["id"]), f"{located(path, line or None)} ({name})"
+            example_id, place = str(record["id"]), f"{located(path, line)} ({name})"
             if example_id in seen:
                 raise TaskError(f"{place}: duplicate example id {example_id!r} (first at {seen[example_id]})")
             seen[example_id] = place

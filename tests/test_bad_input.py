@@ -232,6 +232,10 @@ data_case("data-csv-duplicate-header", {"train.csv": "id,text,text\nr1,a,b\n"},
 data_case("data-json-not-a-list", {"train.json": '{"id": "a", "text": "x", "label": "yes"}'},
           "train.json", "expected a JSON list of objects",
           spec={**SPEC, "data": {"train": "train.json", "test": "test.jsonl"}})
+data_case("data-json-list-record-lacks-a-field",
+          {"train.json": '[\n  {"id": "a", "text": "x", "label": "yes"},\n  {"id": "b",\n   "label": "no"}\n]'},
+          "train.json:3:", "record has no field 'text'",
+          spec={**SPEC, "data": {"train": "train.json", "test": "test.jsonl"}})
 data_case("data-json-broken", {"train.json": '[\n{"id": "a",\n "text": }\n]'}, "train.json:3:", "broken JSON",
           spec={**SPEC, "data": {"train": "train.json", "test": "test.jsonl"}})
 data_case("data-unsupported-suffix", {"train.txt": "hello\n"}, "train.txt", "unsupported data file type '.txt'",
@@ -306,6 +310,9 @@ option_case("eval-unknown-local-model", "eval", ["--model", "local/nope"], "unkn
 option_case("eval-missing-gguf-file", "eval", ["--model", "local/missing.gguf"], "missing.gguf: GGUF model file not found")
 option_case("optimize-dev-size-zero", "optimize", ["--dev-size", "0"], "Invalid value for '--dev-size'")
 option_case("optimize-unknown-model", "optimize", ["--model", "nosuch/model"], "unknown model 'nosuch/model'")
+UNKNOWN_EMBEDDER = "unknown embedder 'minlm' (use auto, minilm, tfidf, or a LiteLLM embedding model"
+option_case("eval-unknown-embedder", "eval", ["--embedder", "minlm"], UNKNOWN_EMBEDDER)
+option_case("optimize-unknown-embedder", "optimize", ["--embedder", "minlm"], UNKNOWN_EMBEDDER)
 
 
 @case("eval-unreachable-api-base")
@@ -348,6 +355,50 @@ def _(tmp: Path):
         "run.json", "--resume with a different"]
 
 
+@case("optimize-resume-corrupt-run-json")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "run").mkdir()
+    (tmp / "run" / "run.json").write_text('{"task": ')
+    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
+        f"{tmp / 'run' / 'run.json'}: cannot read the run's settings (Expecting value"]
+
+
+@case("optimize-resume-run-json-not-an-object")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "run").mkdir()
+    (tmp / "run" / "run.json").write_text("[1, 2]")
+    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
+        f"{tmp / 'run' / 'run.json'}: cannot read the run's settings (not a JSON object)"]
+
+
+def finished_run(tmp: Path) -> Path:
+    """The two files `formfit export` reads of a finished optimize run."""
+    root = write_task(tmp / "t")
+    (tmp / "run" / "program").mkdir(parents=True)
+    (tmp / "run" / "run.json").write_text(json.dumps({"task": str(root)}))
+    (tmp / "run" / "program" / "program.json").write_text(json.dumps({"prompt": {"instruction": "Say yes or no."}}))
+    return tmp / "run"
+
+
+@case("export-out-under-a-regular-file")
+def _(tmp: Path):
+    run = finished_run(tmp)
+    (tmp / "plain").write_text("not a folder")
+    out = tmp / "plain" / "train.jsonl"
+    return ["export", str(run), "--format", "openai-jsonl", "--out", str(out)], [
+        f"{out}: cannot write the export ("]
+
+
+@case("advise-out-under-a-regular-file")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "plain").write_text("not a folder")  # checked before measuring: the local-model stub is never reached
+    return ["advise", str(root), "--out", str(tmp / "plain" / "advice")], [
+        f"{tmp / 'plain' / 'advice'}: cannot write the advice report (Not a directory)"]
+
+
 @case("optimize-out-holds-a-run")
 def _(tmp: Path):
     root = write_task(tmp / "t")
@@ -367,6 +418,19 @@ def _(tmp: Path):
     (tmp / "program").mkdir()
     (tmp / "program" / "program.json").write_text('{"task": ')
     return ["run", str(tmp / "program"), "hello"], [str(tmp / "program"), "not a saved formfit program"]
+
+
+@case("run-input-without-equals")
+def _(tmp: Path):
+    return ["run", str(tmp), "--input", "text"], ["Invalid value for '--input'", "'text' is not KEY=VALUE"]
+
+
+@case("run-program-from-a-newer-formfit")
+def _(tmp: Path):
+    (tmp / "program").mkdir()
+    (tmp / "program" / "program.json").write_text(json.dumps({"format": 2, "task": {"a": "newer layout"}}))
+    return ["run", str(tmp / "program"), "hello"], [
+        f"{tmp / 'program' / 'program.json'}: saved by a newer formfit (format 2; this one reads up to 1)"]
 
 
 @case("run-no-such-path")
@@ -398,6 +462,25 @@ def _(tmp: Path):
     return ["select", str(tmp / "pool.jsonl"), "item 3"], ["pool.jsonl", "the pool is empty"]
 
 
+@case("select-unknown-embedder")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    return ["select", str(root), "item 3", "--embedder", "minlm"], [UNKNOWN_EMBEDDER]
+
+
+@case("select-pool-record-lacks-an-input-field")
+def _(tmp: Path):
+    (tmp / "pool.jsonl").write_text(jsonl(ROW, {"id": "b", "label": "no"}))
+    return ["select", str(tmp / "pool.jsonl"), "item 3"], ["pool.jsonl:2:", "record has no field 'text'"]
+
+
+@case("select-several-inputs-without-the-others")
+def _(tmp: Path):
+    (tmp / "pool.jsonl").write_text(jsonl({"question": "q", "context": "c", "label": "yes"}))
+    return ["select", str(tmp / "pool.jsonl"), "a question", "-k", "1"], [
+        "the pool's input fields are question, context: give context with --input KEY=VALUE"]
+
+
 @case("select-broken-pool-file")
 def _(tmp: Path):
     (tmp / "pool.jsonl").write_text(jsonl(ROW) + "{oops\n")
@@ -414,7 +497,7 @@ def no_local_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading a llama.cpp model is a test failure here: every case must fail before the first call."""
 
     def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a bad-input case loaded the local model")
+        pytest.fail("a bad-input case loaded the local model")  # not an Exception: the backend cannot wrap it
 
     monkeypatch.setitem(sys.modules, "llama_cpp", types.SimpleNamespace(Llama=refuse, LlamaGrammar=refuse))
 
@@ -427,6 +510,13 @@ def test_bad_input_is_one_line_exit_2(name: str, run_cli, tmp_path: Path, monkey
     (tmp_path / "case").mkdir()
     args, fragments = CASES[name](tmp_path / "case")
     code, out, err = run_cli(*args)
+    assert_one_line_error(code, out, err, *fragments)
+    assert out == ""  # nothing else is printed (LiteLLM's banner would break --json)
+    assert "hunter2pw" not in err + out  # a password in --api-base is never echoed
+
+
+def assert_one_line_error(code: int, out: str, err: str, *fragments: str) -> None:
+    """Exit code 2, one line `formfit: error: ...` on stderr holding every fragment, no traceback."""
     assert code == 2, (code, out, err)
     lines = err.splitlines()
     assert len(lines) == 1, err
@@ -434,11 +524,37 @@ def test_bad_input_is_one_line_exit_2(name: str, run_cli, tmp_path: Path, monkey
     assert "Traceback" not in err + out
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
-    assert "hunter2pw" not in err + out  # a password in --api-base is never echoed
 
 
 def test_there_are_many_cases() -> None:
     assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("args", [["--model", "nosuch/model"], ["--model", "local/nope"],
+                                  ["--model", "local/missing.gguf"], ["--proposer-model", "nosuch/model"],
+                                  ["--embedder", "minlm"]], ids=lambda args: " ".join(args))
+def test_a_mistyped_model_or_embedder_leaves_no_run_behind(args: list[str], run_cli, tmp_path: Path,
+                                                           fake_model, no_local_model: None) -> None:
+    """Nothing is written before the models and the embedder are checked, so the corrected command just runs."""
+    root = write_task(tmp_path / "t", files={"train.jsonl": jsonl(*rows(30)), "test.jsonl": jsonl(*rows(4, 30))})
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli("optimize", str(root), "--out", str(out_dir), *args)
+    assert_one_line_error(code, out, err)
+    assert not (out_dir / "run.json").exists()
+    fake_model(FlakyBackend())
+    code, _, err = run_cli("optimize", str(root), "--out", str(out_dir), "--model", "fake/x", "--budget", "20",
+                           "--rounds", "1", "--demo-sets", "0", "--no-test", "--json")
+    assert code == 0, err
+
+
+def test_a_gguf_file_llama_cpp_cannot_load_is_one_line_exit_2(run_cli, tmp_path: Path) -> None:
+    """The real llama.cpp, on a file that is no GGUF model (it fails at once, before any call)."""
+    root = write_task(tmp_path / "t")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF not a model")
+    code, out, err = run_cli("eval", str(root), "--model", f"local/{bad}", "--limit", "1")
+    assert_one_line_error(code, out, err, f"{bad}: cannot load GGUF model (")
+    assert out == ""
 
 
 # --- nothing computed is lost -----------------------------------------------------------------------------------

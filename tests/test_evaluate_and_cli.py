@@ -1,4 +1,4 @@
-"""Evaluation on a scripted model, and the CLI's handling of bad input (exit 2, one line, no traceback)."""
+"""Evaluation on a scripted model, and CLI basics (the bad-input cases are in test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SPEC, last_user_text, write_task
+from conftest import last_user_text, write_task
 from optimizer.evaluate import evaluate
 from optimizer.errors import ConfigError
 from optimizer.prompt import Prompt
@@ -96,53 +96,6 @@ def _one_line_error(code: int, err: str, expected: str) -> None:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert "Traceback" not in err and expected in lines[0], err
-
-
-ROW = '{"id": "%s", "text": "x", "label": "yes"}\n'
-BAD_INPUTS = [
-    ("malformed line", SPEC, {"train.jsonl": ROW % "a" + '{"id": "b", "text": \n', "test.jsonl": ROW % "c"},
-     "train.jsonl:2: broken JSON line"),
-    ("missing field", SPEC, {"train.jsonl": ROW % "a", "test.jsonl": '{"id": "c", "label": "yes"}\n'},
-     "test.jsonl:1: record has no field 'text'"),
-    ("unknown metric", {**SPEC, "metric": "rouge"}, None, "unknown metric 'rouge'"),
-    ("empty split", SPEC, {"train.jsonl": ROW % "a", "test.jsonl": "\n"}, "split 'test' is empty"),
-    ("labels mismatch", {**SPEC, "labels": ["no", "maybe"]}, None, "label 'yes' is not in the task's labels"),
-]
-
-
-@pytest.mark.parametrize(("case", "spec", "files", "expected"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_cli_bad_task_input(run_cli, tmp_path: Path, case, spec, files, expected) -> None:
-    root = write_task(tmp_path / "t", spec, files)
-    _one_line_error(*run_cli("eval", str(root))[::2], expected)
-
-
-def test_cli_unreadable_file(run_cli, tmp_path: Path) -> None:
-    root = write_task(tmp_path / "t")
-    (root / "test.jsonl").unlink()
-    (root / "test.jsonl").mkdir()
-    _one_line_error(*run_cli("eval", str(root))[::2], "test.jsonl: cannot read data file")
-
-
-def test_cli_unknown_model(run_cli, tmp_path: Path) -> None:
-    root = write_task(tmp_path / "t")
-    _one_line_error(*run_cli("eval", str(root), "--model", "local/nope")[::2], "unknown local model 'local/nope'")
-    _one_line_error(*run_cli("eval", str(root), "--model", "nosuch/model")[::2], "unknown model 'nosuch/model'")
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["--limit", "0"], "Invalid value for '--limit'"),
-        (["--k", "-1"], "Invalid value for '--k'"),
-        (["--k", "99"], "k=99 is larger than the demo pool"),
-        (["--threads", "zero"], "Invalid value for '--threads'"),
-        (["--split", "dev"], "has no split 'dev'"),
-        (["--bogus"], "No such option"),
-    ],
-)
-def test_cli_bad_options(run_cli, tmp_path: Path, args: list[str], expected: str) -> None:
-    root = write_task(tmp_path / "t")
-    _one_line_error(*run_cli("eval", str(root), *args)[::2], expected)
 
 
 def test_cli_missing_task(run_cli) -> None:

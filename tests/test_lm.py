@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 
 import pytest
 
@@ -106,11 +107,13 @@ def test_retry_after_is_honoured(scripted_lm, monkeypatch) -> None:
     assert slept == [2.0]
 
 
-def test_backoff_grows_and_is_capped() -> None:
+def test_backoff_grows_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full jitter: a uniform draw from 0 to base * 2**attempt, capped; drawn at the top, the delays double."""
+    ranges: list[tuple[float, float]] = []
+    monkeypatch.setattr(random, "uniform", lambda low, high: ranges.append((low, high)) or high)
     policy = RetryPolicy(base_s=1.0, cap_s=5.0)
-    for attempt in range(10):
-        delay = policy.delay(attempt, Exception())
-        assert 0 <= delay <= min(5.0, 2**attempt)
+    assert [policy.delay(attempt, Exception()) for attempt in range(6)] == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert [low for low, _ in ranges] == [0] * 6
 
 
 def test_budget_is_never_exceeded_and_cache_hits_are_free(scripted_lm) -> None:

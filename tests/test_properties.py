@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import SPEC, write_task
-from optimizer.data import MAX_FIELD_CHARS, read_records
+from optimizer.data import MAX_FIELD_CHARS, read_records, read_rows
 from optimizer.errors import FormfitError
 from optimizer.prompt import Parsed, parse_output
 from optimizer.task import Task, load_task
@@ -95,6 +95,17 @@ def test_json_list_round_trips(scratch: Path, records: list[dict[str, Any]]) -> 
     path = scratch / "round.json"
     path.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
     assert read_records(path) == records
+
+
+@SETTINGS
+@given(records=st.lists(json_record, max_size=6), compact=st.booleans())
+def test_json_list_rows_carry_the_line_their_record_starts_on(scratch: Path, records: list[dict[str, Any]],
+                                                              compact: bool) -> None:
+    items = [json.dumps(record, ensure_ascii=False, indent=None if compact else 2) for record in records]
+    path = scratch / "lines.json"
+    path.write_text(" [\n" + "\n ,\n".join(items) + "]", encoding="utf-8")
+    starts = [2 + sum(item.count("\n") + 2 for item in items[:n]) for n in range(len(items))]
+    assert read_rows(path) == list(zip(starts, records))
 
 
 cell = st.text(st.characters(exclude_characters="\ufeff", exclude_categories=["Cs"]), max_size=15)

@@ -145,6 +145,14 @@ def test_tfidf_selector_reloads_with_its_idf(tmp_path: Path) -> None:
     assert loaded.select({"text": "example number 12"}) == selector.select({"text": "example number 12"})[-2:]
 
 
+def test_a_selector_saved_by_a_newer_formfit_is_refused_clearly(tmp_path: Path) -> None:
+    ExampleSelector("tfidf", 3, input_keys=["text"]).fit(pool(10)).save(tmp_path / "sel")
+    meta = json.loads((tmp_path / "sel" / "selector.json").read_text())
+    (tmp_path / "sel" / "selector.json").write_text(json.dumps({**meta, "format": meta["format"] + 1}))
+    with pytest.raises(ConfigError, match=r"selector\.json: saved by a newer formfit \(format 2; this one reads up to 1"):
+        ExampleSelector.load(tmp_path / "sel")
+
+
 def test_cached_embedder_embeds_each_text_once(cache) -> None:
     inner = VectorEmbedder()
     cached = CachedEmbedder(inner, cache)
@@ -248,6 +256,20 @@ def test_cli_select_from_a_data_file_then_from_the_saved_selector(run_cli, tmp_p
     code, out, err = run_cli("select", str(tmp_path / "sel"), "charged two times", "-k", "1", "--json")
     assert code == 0, err
     assert json.loads(out)["demos"][0]["example"]["id"] == 4
+
+
+def test_cli_select_on_a_pool_of_several_inputs_takes_the_others_with_input(run_cli, tmp_path: Path) -> None:
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"id": 1, "question": "who wrote it", "context": "a novel about whales", "label": "melville"},
+        {"id": 2, "question": "who wrote it", "context": "a play about a danish prince", "label": "shakespeare"},
+    ]))
+    code, out, err = run_cli("select", str(data), "who wrote it", "--input", "context=the prince of denmark",
+                             "-k", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["query"] == {"question": "who wrote it", "context": "the prince of denmark"}
+    assert [d["example"]["label"] for d in result["demos"]] == ["shakespeare"]
 
 
 def test_cli_select_errors(run_cli, tmp_path: Path) -> None:
