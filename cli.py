@@ -47,7 +47,8 @@ def lm_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--concurrency", type=click.IntRange(min=1), default=None,
                      help="Parallel LM calls (default 1 for local models, 8 otherwise)."),
         click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
-                     help="Seconds per LM call before it is retried."),
+                     help="Seconds per call to a LiteLLM model before it is retried (local calls are bounded "
+                          "by their max_tokens)."),
         click.option("--budget", type=click.IntRange(min=0), default=None, help="Hard cap on real LM calls."),
         click.option("--max-dollars", type=click.FloatRange(min=0), default=None, help="Hard cap on spend."),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR",
@@ -202,12 +203,13 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
         proposer.budget = lm.budget  # one budget for the task model and the proposer
     # The run folder records the embedder that runs (auto decided here), so a resume elsewhere cannot differ.
     name = search_embedder(task, SearchConfig(dev_size=dev_size, embedder=embedder), seed, lm.cache)
-    vectors = make_embedder(name, cache=lm.cache)
+    vectors = make_embedder(name, api_base=lm_args["api_base"], cache=lm.cache)
     run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
                          {"task": str(task.root), "model": lm_args["model"],
                           "api_base": public_url(lm_args["api_base"]),
                           "proposer_model": proposer_model, "seed": seed, "budget": lm_args["budget"],
-                          "rounds": rounds, "demo_sets": demo_sets, "dev_size": dev_size, "embedder": name})
+                          "rounds": rounds, "demo_sets": demo_sets, "dev_size": dev_size, "embedder": name,
+                          "cache": str(lm.cache.directory.resolve())})  # another cache would repeat every call
     unlimited = lm.with_budget(Budget())
     config = SearchConfig(rounds=rounds, demo_sets=demo_sets, dev_size=dev_size, embedder=name)
     with live_progress(lm_args["budget"]) as update:
@@ -218,7 +220,7 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
                "dev": result.dev_scores, "test": result.test_scores, "calls": result.calls, "budget": result.budget,
                "stopped": result.stopped, "best": result.best.to_dict(), **paths,
                "usage": {key: lm.usage.to_dict()[key] + unlimited.usage.to_dict()[key]
-                         for key in lm.usage.to_dict()}}
+                         for key in lm.usage.to_dict()}, "proposer_usage": result.proposer_usage}
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -245,8 +247,9 @@ def live_progress(budget: int | None) -> Iterator[Callable[[dict[str, Any]], Non
 
         def update(event: dict[str, Any]) -> None:
             best = f"{event['best_dev']:.3f}" if event["best_dev"] is not None else "-"
+            stage = f"{event['stage']} {event['done']}/{event['total']}" if "done" in event else event["stage"]
             progress.update(task_id, completed=event["calls"],
-                            description=f"round {event['round']} {event['stage']:<9} best dev {best} calls")
+                            description=f"round {event['round']} {stage:<15} best dev {best} calls")
 
         yield update
 

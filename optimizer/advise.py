@@ -211,7 +211,7 @@ class _Runner:
         random.Random(config.seed).shuffle(test)
         self.examples = test[: config.limit]
         name = task_embedder(config.embedder, task, self.pool, cache=lm.cache, seed=config.seed)
-        self.embedder: Embedder = make_embedder(name, cache=lm.cache)
+        self.embedder: Embedder = make_embedder(name, api_base=lm.api_base, cache=lm.cache)
         self.results: dict[Any, EvalResult] = {}
         self.ks = self.fitting_ks()
 

@@ -26,7 +26,8 @@ class RunFolder:
 
     @classmethod
     def open(cls, path: str | Path, resume: bool, settings: dict[str, Any]) -> RunFolder:
-        """Start a new run folder, or reopen one with `resume` (its settings must match)."""
+        """Start a new run folder, or reopen one with `resume` (its settings must match; a setting an older
+        formfit did not record is not compared)."""
         path = Path(path)
         saved = path / SETTINGS_FILE
         if saved.is_file() and not resume:
@@ -35,7 +36,7 @@ class RunFolder:
             raise ConfigError(f"{path}: nothing to resume (no {SETTINGS_FILE})")
         if resume:
             before = _read_settings(saved)
-            changed = [key for key in settings if before.get(key) != settings[key]]
+            changed = [key for key in settings if key in before and before[key] != settings[key]]
             if changed:
                 key = changed[0]
                 raise ConfigError(f"{saved}: --resume with a different {key} ({before.get(key)!r} -> {settings[key]!r})")
@@ -50,7 +51,7 @@ class RunFolder:
         """Write result.json, the program and the reports; returns their paths."""
         (self.path / "result.json").write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         pool, _ = split_dev(task, int(self.settings["dev_size"]), result.seed)
-        embedder = make_embedder(str(self.settings["embedder"]), cache=lm.cache)
+        embedder = make_embedder(str(self.settings["embedder"]), api_base=lm.api_base, cache=lm.cache)
         scores = {"dev": result.dev_scores, "test": result.test_scores}
         program = save_program(self.path / "program", task, result.best, pool, lm, embedder, scores)
         md, page = write_reports(result, self.path)

@@ -342,7 +342,8 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
     """
     start = time.perf_counter()
     config = config or SearchConfig()
-    embedder = embedder or make_embedder(search_embedder(task, config, seed, lm.cache), cache=lm.cache)
+    embedder = embedder or make_embedder(search_embedder(task, config, seed, lm.cache), api_base=lm.api_base,
+                                         cache=lm.cache)
     search = _Search(task, lm, proposer=proposer, config=config, seed=seed, on_event=on_event,
                      checkpoint=Path(checkpoint) if checkpoint else None, embedder=embedder)
     baseline = Prompt(task.instruction)

@@ -355,6 +355,15 @@ def _(tmp: Path):
         "run.json", "--resume with a different"]
 
 
+@case("optimize-resume-another-cache")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "run").mkdir()
+    (tmp / "run" / "run.json").write_text(json.dumps({"task": str(root), "cache": "/elsewhere/cache"}))
+    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
+        "run.json", "--resume with a different cache ('/elsewhere/cache' ->"]
+
+
 @case("optimize-resume-corrupt-run-json")
 def _(tmp: Path):
     root = write_task(tmp / "t")

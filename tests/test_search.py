@@ -264,3 +264,38 @@ def test_the_proposer_models_calls_are_reported_beside_the_task_models(planted, 
     assert ["proposer: cost", f"${usage['cost_usd']:.4f}"] in cost_rows(result)
     assert optimize(planted, model(Cache(tmp_path / "d"), 300, RecordingBackend()), config=CONFIG,
                     seed=1).to_dict()["proposer_usage"] is None
+
+
+def test_a_litellm_embedder_reaches_the_api_base_in_optimize_and_advise(planted, tmp_path: Path, monkeypatch) -> None:
+    """`--api-base` serves the embedder too (as in `eval`): the saved program's selector and advise's curves embed
+    through it. LiteLLM's embedding call is replaced by one that records where it was sent."""
+    from types import SimpleNamespace
+
+    import litellm
+    import numpy as np
+
+    from optimizer.advise import AdviseConfig, measure
+
+    sent: list[str | None] = []
+
+    def embedding(**params):
+        sent.append(params.get("api_base"))
+        vectors = [np.random.default_rng(len(text)).random(8).tolist() for text in params["input"]]
+        return SimpleNamespace(data=[{"index": i, "embedding": vector} for i, vector in enumerate(vectors)])
+
+    monkeypatch.setattr(litellm, "embedding", embedding)
+    base = "http://127.0.0.1:9/v1"
+    lm = LM("fake/planted", api_base=base, cache=Cache(tmp_path / "c"), budget=Budget(600, charge_cache_hits=True),
+            backend=RecordingBackend(), retry=RetryPolicy(base_s=0.001))
+    settings = {"task": str(planted.root), "seed": 1, "dev_size": 20, "embedder": "openai/emb"}
+    run = RunFolder.open(tmp_path / "run", False, settings)
+    result = optimize(planted, lm, config=replace(CONFIG, embedder="openai/emb"), seed=1)
+    assert sent and set(sent) == {base}
+    sent.clear()
+    run.finish(planted, result, LM("fake/planted", api_base=base, cache=Cache(tmp_path / "d"),
+                                   backend=RecordingBackend()))
+    assert sent and set(sent) == {base}
+    sent.clear()
+    fresh = LM("fake/planted", api_base=base, cache=Cache(tmp_path / "e"), backend=RecordingBackend())
+    measure(planted, fresh, config=AdviseConfig(limit=10, ks=(0, 2), embedder="openai/emb"))
+    assert sent and set(sent) == {base}
