@@ -42,7 +42,7 @@ def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Ex
     if output_constraint(task, backend) is not None and not incumbent.constrain:
         constrain = [Proposal(replace(incumbent, constrain=True), "constrain")]
     # Best-first, one of each family before the rest: a small budget races only the head of this list.
-    proposals = stacked(incumbent, rules, constrain) + rules[:1] + rewrites + constrain
+    proposals = stacked(incumbent, rules, constrain, len(pool)) + rules[:1] + rewrites + constrain
     proposals += demo_settings(task, incumbent, pool, seed, draws) + rules[1:]
     seen = set(tried)
     unique = []
@@ -53,12 +53,14 @@ def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Ex
     return unique
 
 
-def stacked(incumbent: Prompt, rules: Sequence[Proposal], constrain: Sequence[Proposal]) -> list[Proposal]:
-    """Every independent fix at once: all rule patches, constrained output, and 8 knn demos if none are used yet."""
+def stacked(incumbent: Prompt, rules: Sequence[Proposal], constrain: Sequence[Proposal],
+            pool_size: int) -> list[Proposal]:
+    """Every independent fix at once: all rule patches, constrained output, and 8 knn demos (fewer in a smaller
+    pool) if none are used yet."""
     prompt = rules[0].prompt if rules else incumbent
     prompt = replace(prompt, constrain=prompt.constrain or bool(constrain))
-    if not incumbent.k:
-        prompt = replace(prompt, k=8, strategy="knn")
+    if not incumbent.k and pool_size:
+        prompt = replace(prompt, k=min(8, pool_size), strategy="knn")
     return [Proposal(prompt, "stacked")] if prompt != incumbent and (rules or constrain) else []
 
 
@@ -137,15 +139,19 @@ def demo_settings(task: Task, incumbent: Prompt, pool: Sequence[Example], seed: 
     """Demo count and selection strategy as search dimensions: knn with k in 4, 8, 16 first (what helps most in
     docs/benchmarks.md), then `draws` fixed sets of 16 drawn from the pool (the same demos for every input: what
     DSPy's BootstrapFewShotWithRandomSearch searches over, and a prompt prefix a local server can reuse), then 8
-    demos by mmr, random and (label tasks) label quota."""
-    settings = [(f"knn-{k}", replace(incumbent, k=k, strategy="knn", demo_ids=())) for k in (4, 8, 16)]
-    if pool:
-        k = min(FIXED_K, len(pool))
-        settings += [(f"fixed-{k}#{draw + 1}", replace(incumbent, k=k, strategy="fixed",
-                                                         demo_ids=fixed_draw(pool, k, f"{seed}-{draw}")))
-                     for draw in range(draws)]
+    demos by mmr, random and (label tasks) label quota; no setting asks for more demos than the pool holds."""
+    if not pool:
+        return []
+    settings = [(f"knn-{k}", replace(incumbent, k=k, strategy="knn", demo_ids=())) for k in (4, 8, 16)
+                if k <= len(pool)]
+    k = min(FIXED_K, len(pool))
+    settings += [(f"fixed-{k}#{draw + 1}", replace(incumbent, k=k, strategy="fixed",
+                                                     demo_ids=fixed_draw(pool, k, f"{seed}-{draw}")))
+                 for draw in range(draws)]
     strategies = ("mmr", "random", "label_quota") if task.output_type == "label" else ("mmr", "random")
-    settings += [(f"{strategy}-8", replace(incumbent, k=8, strategy=strategy, demo_ids=())) for strategy in strategies]
+    k = min(8, len(pool))
+    settings += [(f"{strategy}-{k}", replace(incumbent, k=k, strategy=strategy, demo_ids=()))
+                 for strategy in strategies]
     return [Proposal(prompt, f"demos:{name}") for name, prompt in settings if prompt != incumbent]
 
 

@@ -86,3 +86,23 @@ def test_rewrites_quoting_heldout_inputs_are_dropped(tmp_path: Path) -> None:
                         heldout=[HELDOUT])
     assert not [p for p in proposals if p.origin.startswith("llm:")]
     assert leaks(f"x {HELDOUT} y", [HELDOUT]) and not leaks("short", ["short"])
+
+
+def test_no_proposal_asks_for_more_demos_than_a_small_pool_holds(tmp_path: Path) -> None:
+    proposals = propose(TASK, Prompt(TASK.instruction), ANALYSIS, POOL[:3], backend="local")
+    demos = [proposal.prompt.k for proposal in proposals if proposal.prompt.k]
+    assert demos and max(demos) == 3
+    assert not [p for p in propose(TASK, Prompt(TASK.instruction), ANALYSIS, [], backend="local") if p.prompt.k]
+
+
+def test_optimize_runs_on_a_task_of_five_examples(tmp_path: Path) -> None:
+    from conftest import write_greek_task
+    from optimizer.search import SearchConfig, optimize
+    from optimizer.task import load_task
+    from test_search import RecordingBackend
+
+    task = load_task(write_greek_task(tmp_path / "tiny", 5, 2, 2))
+    lm = LM("fake/tiny", cache=Cache(tmp_path / "c"), budget=Budget(200, charge_cache_hits=True),
+            backend=RecordingBackend(), retry=RetryPolicy(base_s=0.001))
+    result = optimize(task, lm, config=SearchConfig(analysis_size=5, race_sizes=(5,), dev_size=2), seed=1)
+    assert result.dev_scores["best"] >= result.dev_scores["baseline"] and result.best.k <= 5
