@@ -20,6 +20,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from optimizer.cache import Cache  # noqa: E402
 from optimizer.embed import make_embedder  # noqa: E402
 from optimizer.embedder_choice import choose_embedder, neighbour_votes  # noqa: E402
+from optimizer.select import example_record  # noqa: E402
 from optimizer.stats import difference, mean  # noqa: E402
 from optimizer.task import Task, load_task  # noqa: E402
 from selector import build_task  # noqa: E402
@@ -43,8 +44,9 @@ def main() -> None:
     for name in args.tasks.split(","):
         task = task_of(name, args.seed)
         pool = task.split("train")
-        minilm = neighbour_votes(task, pool, make_embedder("minilm", cache=cache), seed=args.seed)
-        tfidf = neighbour_votes(task, pool, make_embedder("tfidf"), seed=args.seed)
+        records = [example_record(task, example) for example in pool]
+        minilm, tfidf = (neighbour_votes(records, task.inputs, task.output, embedder, seed=args.seed)
+                         for embedder in (make_embedder("minilm", cache=cache), make_embedder("tfidf")))
         lead = difference(tfidf, minilm, seed=args.seed).text(points=True)
         picked = choose_embedder(task, pool, cache=cache, seed=args.seed)
         print(f"| {name} | {len(pool)} | {mean(minilm).value:.3f} | {mean(tfidf).value:.3f} | {lead} | {picked} |")

@@ -127,8 +127,11 @@ class ExampleSelector:
     >>> selector.select({"text": "my card never arrived"})      # -> list of example dicts, most similar last
     >>> selector.save("selector/"); ExampleSelector.load("selector/")
 
-    `input_keys` are the fields embedded (only what a query will have); `exclude_id` in `select` (or an identical
-    input text) keeps the query itself out when the pool is also the evaluation set; `dedupe` (a cosine, e.g.
+    `embedder`: an `Embedder` or a name for `make_embedder`; `auto` is MiniLM where its extra is installed, and with a
+    `label_key` `fit` lets the pool's labels vote between MiniLM and TF-IDF first, as `formfit select` and the search
+    do (`optimizer.embedder_choice`). `input_keys` are the fields embedded (only what a query will have);
+    `exclude_id` in `select` (or an identical input text) keeps the query itself out when the pool is also the
+    evaluation set; `dedupe` (a cosine, e.g.
     `DEDUPE`; off by default, as in LangChain's and DSPy's selectors) skips a candidate whose similarity to an
     already chosen demo reaches it, at the cost of one k x k product per query.
     """
@@ -140,6 +143,8 @@ class ExampleSelector:
         self.config = SelectorConfig(k, tuple(input_keys) if input_keys else None, strategy, mmr_lambda, label_key,
                                      order, dedupe, fetch_k, index)
         self.config.check()
+        self._vote = embedder == "auto" and label_key is not None  # `fit` lets the pool's labels choose
+        self._cache = cache
         self.embedder = make_embedder(embedder, cache=cache) if isinstance(embedder, str) else embedder
         self.examples: list[dict[str, Any]] = []
         self.matrix = np.zeros((0, 0), dtype=np.float32)
@@ -158,14 +163,24 @@ class ExampleSelector:
             raise ConfigError(f"example or query lacks input field(s) {', '.join(map(repr, missing))}") from None
 
     def fit(self, examples: Sequence[Mapping[str, Any]]) -> ExampleSelector:
-        """Embed the pool (once; the embeddings cache answers repeats). TF-IDF learns its IDF weights here."""
+        """Embed the pool (once; the embeddings cache answers repeats). TF-IDF learns its IDF weights here. With
+        `auto` and a `label_key`, the pool's labels first choose MiniLM or TF-IDF (`choose_for_records`)."""
         self.examples = [dict(example) for example in examples]
         self._texts = [self.text_of(example) for example in self.examples]
+        if self._vote:
+            self.embedder = make_embedder(self._voted_embedder(), cache=self._cache)
         if isinstance(self.embedder, TfidfEmbedder) and self._texts:
             self.embedder.fit(self._texts)
         self.matrix = self.embedder.embed(self._texts) if self._texts else np.zeros((0, 0), np.float32)
         self._ann = None
         return self
+
+    def _voted_embedder(self) -> str:
+        from .embedder_choice import choose_for_records  # it builds selectors itself: imported here, not on top
+
+        label_key = self.config.label_key or ""
+        keys = self.config.input_keys or [key for key in self.examples[0] if key not in (label_key, "id")]
+        return choose_for_records(self.examples, keys, label_key, cache=self._cache) if self.examples else "auto"
 
     def add(self, example: Mapping[str, Any]) -> None:
         """Add one example to the pool (its vector is appended; TF-IDF weights are not refitted)."""

@@ -14,7 +14,7 @@ from conftest import SHARED_DATASETS, write_task
 from optimizer.embed import (CachedEmbedder, LiteLLMEmbedder, MiniLMEmbedder, TfidfEmbedder, make_embedder,
                              minilm_installed, resolve_embedder)
 from optimizer.embedder_choice import choose_embedder
-from optimizer.select import ExampleSelector
+from optimizer.select import ExampleSelector, example_record
 from optimizer.task import Example, Task, load_task
 
 TEXTS = ["my card never arrived", "the card I ordered has not come yet", "I want my money back for this order"]
@@ -74,6 +74,9 @@ def test_auto_picks_tfidf_for_the_worded_intent_tickets(cache, run_cli) -> None:
     assert choose_embedder(intent, intent.split("train"), cache=cache) == "tfidf"
     code, stdout, _ = run_cli("select", "support_intent", "my card was declined", "-k", "2", "--json")
     assert code == 0 and json.loads(stdout)["embedder"].startswith("tfidf-")
+    records = [example_record(intent, example) for example in intent.split("train")]
+    selector = ExampleSelector("auto", 2, input_keys=intent.inputs, label_key=intent.output, cache=cache).fit(records)
+    assert isinstance(selector.embedder, TfidfEmbedder)  # an app's selector decides as the CLI does
 
 
 @pytest.mark.skipif(not (SHARED_DATASETS / "banking77").is_dir(), reason="../shared/datasets is not on this machine")

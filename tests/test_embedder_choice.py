@@ -10,7 +10,7 @@ import pytest
 
 import optimizer.embedder_choice as choice
 from optimizer.embedder_choice import choose_embedder, neighbour_votes, vote
-from optimizer.select import Selected
+from optimizer.select import ExampleSelector, Selected, example_record
 from optimizer.task import Example, Task
 
 LABELS = ("alpha", "beta", "gamma")
@@ -42,9 +42,15 @@ class Vectors:
 
 
 def with_minilm(monkeypatch, vectors: Vectors) -> None:
+    """The minilm extra "installed", with `vectors` standing in for MiniLM wherever an embedder is made by name."""
     monkeypatch.setattr("optimizer.embed.minilm_installed", lambda: True)
     real = choice.make_embedder
-    monkeypatch.setattr(choice, "make_embedder", lambda name, **kw: vectors if name == "minilm" else real(name, **kw))
+
+    def stand_in(name: str, **kwargs):
+        return vectors if name in ("minilm", "auto") else real(name, **kwargs)
+
+    monkeypatch.setattr(choice, "make_embedder", stand_in)
+    monkeypatch.setattr("optimizer.select.make_embedder", stand_in)
 
 
 def label_vector(text: str) -> list[float]:
@@ -65,7 +71,8 @@ def test_tfidf_neighbours_of_worded_labels_vote_right() -> None:
     from optimizer.embed import make_embedder
 
     task = worded_task()
-    votes = neighbour_votes(task, task.split("train"), make_embedder("tfidf"), sample=40)
+    records = [example_record(task, example) for example in task.split("train")]
+    votes = neighbour_votes(records, task.inputs, task.output, make_embedder("tfidf"), sample=40)
     assert len(votes) == 40 and sum(votes) == 40
 
 
@@ -96,3 +103,16 @@ def test_without_the_minilm_extra_auto_is_tfidf_and_nothing_is_embedded(monkeypa
     monkeypatch.setattr(choice, "make_embedder", lambda name, **kw: vectors if name == "minilm" else real(name, **kw))
     task = worded_task()  # the conftest fixture says the extra is missing
     assert choose_embedder(task, task.split("train")) == "tfidf" and vectors.calls == 0
+
+
+@pytest.mark.parametrize(("vector_of", "chosen"), [(None, "tfidf"), (label_vector, "minilm")])
+def test_an_auto_selector_with_labels_lets_its_pool_vote(monkeypatch, vector_of, chosen: str) -> None:
+    rng = np.random.default_rng(0)
+    vectors = Vectors(vector_of or (lambda text: rng.normal(size=8)))
+    with_minilm(monkeypatch, vectors)
+    records = [example_record(worded_task(), example) for example in worded_task().split("train")]
+    selector = ExampleSelector("auto", 4, input_keys=["text"], label_key="label").fit(records)
+    assert (selector.embedder is vectors) == (chosen == "minilm")
+    assert selector.embedder.spec()["kind"] == chosen
+    unlabelled = ExampleSelector("auto", 4, input_keys=["text"]).fit(records)
+    assert unlabelled.embedder is vectors  # no labels, no vote: MiniLM where installed
