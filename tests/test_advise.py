@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from conftest import ScriptedBackend
 from optimizer.advise import (
     CEILING,
     CONTEXT_GAIN,
@@ -19,9 +20,13 @@ from optimizer.advise import (
     decide,
     measure,
 )
+from optimizer.cache import Cache
 from optimizer.costs import Prices, break_even, model_prices
+from optimizer.errors import BudgetExhausted
+from optimizer.lm import LM, Budget
 from optimizer.prompt import Prompt
 from optimizer.stats import Estimate, difference, mean, slope_per_doubling
+from optimizer.task import Example, Task
 
 
 def est(value: float, spread: float = 0.03) -> Estimate:
@@ -123,23 +128,23 @@ def test_break_even_and_prices() -> None:
     assert never.calls_to_break_even is None and never.monthly(12) is None
 
 
-def test_measure_runs_the_curves_on_a_scripted_model(tmp_path) -> None:
-    from conftest import ScriptedBackend
-    from optimizer.cache import Cache
-    from optimizer.lm import LM
-    from optimizer.task import Example, Task
-
+def colors_task(n_train: int, n_test: int = 20) -> Task:
+    """"item N is red/blue", labelled with its colour."""
     rows = [Example(id=f"e{i}", inputs={"text": f"item {i} is {('red', 'blue')[i % 2]}"},
-                    gold=("red", "blue")[i % 2]) for i in range(80)]
-    task = Task(name="colors", description="Say the colour.", inputs=("text",), output="label", output_type="label",
+                    gold=("red", "blue")[i % 2]) for i in range(n_train + n_test)]
+    return Task(name="colors", description="Say the colour.", inputs=("text",), output="label", output_type="label",
                 metric="label_match", instruction="Say the colour.", labels=("red", "blue"),
-                splits={"train": tuple(rows[:60]), "test": tuple(rows[60:])})
+                splits={"train": tuple(rows[:n_train]), "test": tuple(rows[n_train:])})
 
-    def model(request) -> str:  # right only when it sees at least two demos
-        return request.messages[-1]["content"].split()[-1] if len(request.messages) >= 6 else "green"
 
-    lm = LM("fake/colors", cache=Cache(tmp_path), backend=ScriptedBackend(model))
-    m = measure(task, lm, config=AdviseConfig(limit=20, ks=(0, 1, 2, 4)))
+def two_demo_model(request) -> str:
+    """Right only when it sees at least two demos."""
+    return request.messages[-1]["content"].split()[-1] if len(request.messages) >= 6 else "green"
+
+
+def test_measure_runs_the_curves_on_a_scripted_model(tmp_path) -> None:
+    lm = LM("fake/colors", cache=Cache(tmp_path), backend=ScriptedBackend(two_demo_model))
+    m = measure(colors_task(60), lm, config=AdviseConfig(limit=20, ks=(0, 1, 2, 4)))
     assert [p.x for p in m.demo_curves["knn"]] == [0, 1, 2, 4]
     assert [p.score.value for p in m.demo_curves["random"]] == [0.0, 0.0, 1.0, 1.0]
     assert m.best_k == 2 and m.best.value == 1.0 and m.form_rate == 0.0
@@ -148,28 +153,14 @@ def test_measure_runs_the_curves_on_a_scripted_model(tmp_path) -> None:
 
 
 def test_optimizing_inside_advise_counts_its_calls_and_keeps_to_the_budget(tmp_path) -> None:
-    from conftest import ScriptedBackend
-    from optimizer.cache import Cache
-    from optimizer.errors import BudgetExhausted
-    from optimizer.lm import LM, Budget
-    from optimizer.task import Example, Task
-
-    rows = [Example(id=f"e{i}", inputs={"text": f"item {i} is {('red', 'blue')[i % 2]}"},
-                    gold=("red", "blue")[i % 2]) for i in range(140)]
-    task = Task(name="colors", description="Say the colour.", inputs=("text",), output="label", output_type="label",
-                metric="label_match", instruction="Say the colour.", labels=("red", "blue"),
-                splits={"train": tuple(rows[:120]), "test": tuple(rows[120:])})
-    events: list[dict] = []
-    def model(request) -> str:  # right only when it sees at least two demos
-        return request.messages[-1]["content"].split()[-1] if len(request.messages) >= 6 else "green"
-
-    backend = ScriptedBackend(model)
+    task, events = colors_task(120), []
+    backend = ScriptedBackend(two_demo_model)
     lm = LM("fake/colors", cache=Cache(tmp_path / "a"), backend=backend)
     m = measure(task, lm, optimize_budget=300, config=AdviseConfig(limit=20, ks=(0, 1, 2)), on_event=events.append)
     assert m.best_origin == "optimize" and m.calls == backend.calls == lm.usage.calls
     optimizing = [event["calls"] for event in events if event["stage"].startswith("optimize round")]
     assert optimizing and optimizing[-1] > optimizing[0]  # progress moves while it optimizes
-    capped = LM("fake/colors", cache=Cache(tmp_path / "b"), budget=Budget(150), backend=ScriptedBackend(model))
+    capped = LM("fake/colors", cache=Cache(tmp_path / "b"), budget=Budget(150), backend=ScriptedBackend(two_demo_model))
     with pytest.raises(BudgetExhausted):
         measure(task, capped, optimize_budget=300, config=AdviseConfig(limit=20, ks=(0, 1, 2)))
     assert capped.backend.calls <= 150  # the command's cap holds through the optimize stage

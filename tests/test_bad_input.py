@@ -346,40 +346,35 @@ def _(tmp: Path):
         str(tmp / "run"), "nothing to resume (no run.json)"]
 
 
-@case("optimize-resume-different-settings")
-def _(tmp: Path):
+def resuming(tmp: Path, run_json: str) -> list[str]:
+    """`optimize --resume` of a task in `tmp` whose run folder holds `run_json` as its run.json (`{root}`: the task
+    folder)."""
     root = write_task(tmp / "t")
     (tmp / "run").mkdir()
-    (tmp / "run" / "run.json").write_text(json.dumps({"task": str(root), "seed": 5}))
-    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
-        "run.json", "--resume with a different"]
+    (tmp / "run" / "run.json").write_text(run_json.replace("{root}", str(root)))
+    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"]
+
+
+@case("optimize-resume-different-settings")
+def _(tmp: Path):
+    return resuming(tmp, '{"task": "{root}", "seed": 5}'), ["run.json", "--resume with a different seed"]
 
 
 @case("optimize-resume-another-cache")
 def _(tmp: Path):
-    root = write_task(tmp / "t")
-    (tmp / "run").mkdir()
-    (tmp / "run" / "run.json").write_text(json.dumps({"task": str(root), "cache": "/elsewhere/cache"}))
-    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
+    return resuming(tmp, '{"task": "{root}", "cache": "/elsewhere/cache"}'), [
         "run.json", "--resume with a different cache ('/elsewhere/cache' ->"]
 
 
 @case("optimize-resume-corrupt-run-json")
 def _(tmp: Path):
-    root = write_task(tmp / "t")
-    (tmp / "run").mkdir()
-    (tmp / "run" / "run.json").write_text('{"task": ')
-    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
+    return resuming(tmp, '{"task": '), [
         f"{tmp / 'run' / 'run.json'}: cannot read the run's settings (Expecting value"]
 
 
 @case("optimize-resume-run-json-not-an-object")
 def _(tmp: Path):
-    root = write_task(tmp / "t")
-    (tmp / "run").mkdir()
-    (tmp / "run" / "run.json").write_text("[1, 2]")
-    return ["optimize", str(root), "--out", str(tmp / "run"), "--resume"], [
-        f"{tmp / 'run' / 'run.json'}: cannot read the run's settings (not a JSON object)"]
+    return resuming(tmp, "[1, 2]"), [f"{tmp / 'run' / 'run.json'}: cannot read the run's settings (not a JSON object)"]
 
 
 def finished_run(tmp: Path) -> Path:
