@@ -9,6 +9,7 @@ embeddings of input, output and gold (k-means; the number of groups maximises th
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
@@ -125,11 +126,14 @@ def cluster(vectors: np.ndarray, max_groups: int, seed: int) -> list[np.ndarray]
     if n < 6:
         return everything
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import silhouette_score
 
     best_score, best_labels = MIN_SILHOUETTE, None
     for k in range(2, min(max_groups, n // 3) + 1):
-        labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(vectors)
+        with warnings.catch_warnings():  # identical failures make fewer distinct points than k: skipped just below
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(vectors)
         if len(set(labels)) < 2:
             continue
         score = silhouette_score(vectors, labels, metric="cosine")
