@@ -155,12 +155,16 @@ class ExampleSelector:
 
     def text_of(self, example: Mapping[str, Any]) -> str:
         """The text embedded for an example or a query: its input fields, one `key: value` line each."""
-        keys = self.config.input_keys or [key for key in example if key != self.config.label_key and key != "id"]
+        keys = self.input_keys_of(example)
         try:
             return "\n".join([f"{key}: {example[key]}" for key in keys])
         except KeyError:
             missing = [key for key in keys if key not in example]
             raise ConfigError(f"example or query lacks input field(s) {', '.join(map(repr, missing))}") from None
+
+    def input_keys_of(self, example: Mapping[str, Any]) -> Sequence[str]:
+        """`input_keys`, or without them every field of `example` but the label and `id`."""
+        return self.config.input_keys or [key for key in example if key not in (self.config.label_key, "id")]
 
     def fit(self, examples: Sequence[Mapping[str, Any]]) -> ExampleSelector:
         """Embed the pool (once; the embeddings cache answers repeats). TF-IDF learns its IDF weights here. With
@@ -178,9 +182,10 @@ class ExampleSelector:
     def _voted_embedder(self) -> str:
         from .embedder_choice import choose_for_records  # it builds selectors itself: imported here, not on top
 
-        label_key = self.config.label_key or ""
-        keys = self.config.input_keys or [key for key in self.examples[0] if key not in (label_key, "id")]
-        return choose_for_records(self.examples, keys, label_key, cache=self._cache) if self.examples else "auto"
+        if not self.examples:
+            return "auto"
+        keys = self.input_keys_of(self.examples[0])
+        return choose_for_records(self.examples, keys, self.config.label_key or "", cache=self._cache)
 
     def add(self, example: Mapping[str, Any]) -> None:
         """Add one example to the pool (its vector is appended; TF-IDF weights are not refitted)."""
