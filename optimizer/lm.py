@@ -513,6 +513,18 @@ def _local_mode(model: str) -> str:
         return spec.mode
     if not model.endswith(".gguf"):
         raise ModelError(f"unknown local model {model!r} (known: {', '.join(LOCAL_MODELS)}, or local/PATH.gguf)")
-    if not Path(model.removeprefix("local/")).is_file():
-        raise ModelError(f"{model.removeprefix('local/')}: GGUF model file not found")
+    path = Path(model.removeprefix("local/"))
+    if not path.is_file():
+        raise ModelError(f"{path}: GGUF model file not found")
+    if not _starts_with_gguf_magic(path):
+        raise ModelError(f"{path}: not a GGUF model file (it does not start with the GGUF magic)")
     return "chat"
+
+
+def _starts_with_gguf_magic(path: Path) -> bool:
+    """Whether `path` opens like a GGUF file: a wrong file is caught before a run writes anything, not at load."""
+    try:
+        with path.open("rb") as file:
+            return file.read(4) == b"GGUF"
+    except OSError:
+        return False

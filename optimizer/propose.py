@@ -6,6 +6,7 @@ largest groups; `llm_rewrites` has it edit the instruction to fix each).
 from __future__ import annotations
 
 import random
+import textwrap
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
@@ -126,7 +127,7 @@ def contrast_rule(task: Task, gold: str, predicted: str, pool: Sequence[Example]
         candidates = [example for example in pool if example.gold == label]
         if candidates:
             example = random.Random(f"{seed}-{label}").choice(candidates)
-            text = " ".join(" ".join(example.inputs.values()).split())[:160]
+            text = textwrap.shorten(" ".join(example.inputs.values()), 160, placeholder=" ...")
             rule += f' "{text}" is {label}.'
     return rule
 

@@ -315,6 +315,13 @@ option_case("eval-unknown-embedder", "eval", ["--embedder", "minlm"], UNKNOWN_EM
 option_case("optimize-unknown-embedder", "optimize", ["--embedder", "minlm"], UNKNOWN_EMBEDDER)
 
 
+@case("eval-gguf-path-to-another-file")
+def _(tmp: Path):
+    root = write_task(tmp / "t")
+    (tmp / "notes.gguf").write_text("a text file named like a model\n")
+    return ["eval", str(root), "--model", f"local/{tmp}/notes.gguf"], ["notes.gguf: not a GGUF model file"]
+
+
 @case("eval-unreachable-api-base")
 def _(tmp: Path):
     root = write_task(tmp / "t")
@@ -536,12 +543,16 @@ def test_there_are_many_cases() -> None:
 
 @pytest.mark.parametrize("args", [["--model", "nosuch/model"], ["--model", "local/nope"],
                                   ["--model", "local/missing.gguf"], ["--proposer-model", "nosuch/model"],
-                                  ["--embedder", "minlm"]], ids=lambda args: " ".join(args))
+                                  ["--model", "local/{tmp}/notes.gguf"], ["--embedder", "minlm"]],
+                         ids=lambda args: " ".join(args))
 def test_a_mistyped_model_or_embedder_leaves_no_run_behind(args: list[str], run_cli, tmp_path: Path,
                                                            fake_model, no_local_model: None) -> None:
-    """Nothing is written before the models and the embedder are checked, so the corrected command just runs."""
+    """Nothing is written before the models and the embedder are checked (a GGUF path by its first bytes), so the
+    corrected command just runs."""
     root = write_task(tmp_path / "t", files={"train.jsonl": jsonl(*rows(30)), "test.jsonl": jsonl(*rows(4, 30))})
+    (tmp_path / "notes.gguf").write_text("a text file named like a model\n")
     out_dir = tmp_path / "run"
+    args = [arg.format(tmp=tmp_path) for arg in args]
     code, out, err = run_cli("optimize", str(root), "--out", str(out_dir), *args)
     assert_one_line_error(code, out, err)
     assert not (out_dir / "run.json").exists()

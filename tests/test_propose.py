@@ -11,7 +11,7 @@ from optimizer.analyze import Analysis, ErrorGroup
 from optimizer.cache import Cache
 from optimizer.lm import LM, Budget, LMRequest
 from optimizer.prompt import Prompt
-from optimizer.propose import critique_groups, leaks, propose
+from optimizer.propose import contrast_rule, critique_groups, leaks, propose
 from optimizer.retry import RetryPolicy
 from optimizer.task import Example, Task
 
@@ -52,6 +52,16 @@ def test_rules_need_no_model_and_come_best_first() -> None:
     assert "Reply with exactly one label from this list and nothing else: alpha, beta." in everything
     assert 'Do not confuse alpha with beta.' in everything and '"train item' in everything
     assert len({p.prompt.key() for p in proposals}) == len(proposals)
+
+
+def test_a_contrast_rule_quotes_a_long_example_cut_between_words() -> None:
+    words = " ".join(f"word{i}" for i in range(60))  # 479 characters
+    pool = [Example(id="a", inputs={"text": words}, gold="alpha"), Example(id="b", inputs={"text": "short"}, gold="beta")]
+    rule = contrast_rule(TASK, "alpha", "beta", pool, seed=0)
+    quoted = rule.split('"')[1]
+    assert len(quoted) <= 160 and quoted.endswith(" ...")
+    assert words.startswith(quoted.removesuffix(" ...") + " ")  # ends on a whole word, not a cut one
+    assert rule.endswith('"short" is beta.')
 
 
 def test_already_tried_prompts_are_not_proposed_again() -> None:
