@@ -205,7 +205,7 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     name = search_embedder(task, SearchConfig(dev_size=dev_size, embedder=embedder), seed, lm.cache)
     vectors = make_embedder(name, api_base=lm_args["api_base"], cache=lm.cache)
     run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
-                         {"task": str(task.root), "model": lm_args["model"],
+                         {"task": str(task.root.resolve()), "model": lm_args["model"],
                           "api_base": public_url(lm_args["api_base"]),
                           "proposer_model": proposer_model, "seed": seed, "budget": lm_args["budget"],
                           "rounds": rounds, "demo_sets": demo_sets, "dev_size": dev_size, "embedder": name,

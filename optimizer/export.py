@@ -29,8 +29,8 @@ def load_run(run_dir: str | Path) -> tuple[Task, Prompt]:
     """The task (with its data) and the optimized prompt of a `formfit optimize` run folder."""
     run = Path(run_dir)
     try:
-        task_ref = json.loads((run / "run.json").read_text())["task"]
-        spec = json.loads((run / "program" / "program.json").read_text())
+        task_ref = json.loads((run / "run.json").read_text(encoding="utf-8"))["task"]
+        spec = json.loads((run / "program" / "program.json").read_text(encoding="utf-8"))
         prompt = Prompt(**spec["prompt"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{run}: not a finished formfit optimize run ({exc})") from None
@@ -71,7 +71,9 @@ def validate_openai_jsonl(path: str | Path) -> int:
     """Check every line of a chat fine-tuning file; returns the number of examples, or raises `DataError`
     naming the line."""
     count = 0
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.removesuffix("\n").split("\n") if text else []  # not splitlines: it splits at U+2028 in a text
+    for number, line in enumerate(lines, start=1):
         where = f"{path}:{number}"
         try:
             record = json.loads(line)

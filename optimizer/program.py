@@ -97,7 +97,7 @@ def save_program(directory: str | Path, task: Task, prompt: Prompt, pool: Sequen
         selector.fit([example_record(task, example) for example in pool]).save(directory / SELECTOR_DIR)
     spec = {"format": FORMAT_VERSION, "task": task.to_dict(), "prompt": prompt.to_dict(), "model": lm.model,
             "api_base": public_url(lm.api_base), "scores": dict(scores)}
-    (directory / PROGRAM_FILE).write_text(json.dumps(spec, indent=2, ensure_ascii=False))
+    (directory / PROGRAM_FILE).write_text(json.dumps(spec, indent=2, ensure_ascii=False), encoding="utf-8")
     return directory
 
 
@@ -108,14 +108,14 @@ def load_program(path: str | Path, *, model: str | None = None, api_base: str | 
     if directory.name == PROGRAM_FILE:
         directory = directory.parent
     try:
-        spec = json.loads((directory / PROGRAM_FILE).read_text())
+        spec = json.loads((directory / PROGRAM_FILE).read_text(encoding="utf-8"))
         check_format(directory / PROGRAM_FILE, spec, FORMAT_VERSION)
-        task, prompt = Task.from_dict(spec["task"]), Prompt(**spec["prompt"])
+        task, prompt, saved_model = Task.from_dict(spec["task"]), Prompt(**spec["prompt"]), str(spec["model"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{directory}: not a saved formfit program ({exc})") from None
+        raise ConfigError(f"{directory}: not a saved formfit program ({type(exc).__name__}: {exc})") from None
     if lm is None:
         same_model = model is None
-        lm = LM(model or spec["model"], api_base=api_base if api_base or not same_model else spec.get("api_base"),
+        lm = LM(model or saved_model, api_base=api_base if api_base or not same_model else spec.get("api_base"),
                 cache=cache, threads=threads)
     selector_dir = directory / SELECTOR_DIR
     selector = ExampleSelector.load(selector_dir, cache=lm.cache) if selector_dir.is_dir() else None

@@ -36,6 +36,8 @@ class RunFolder:
             raise ConfigError(f"{path}: nothing to resume (no {SETTINGS_FILE})")
         if resume:
             before = _read_settings(saved)
+            if isinstance(before.get("task"), str):  # older formfit recorded the path as typed
+                before["task"] = str(Path(before["task"]).resolve())
             changed = [key for key in settings if key in before and before[key] != settings[key]]
             if changed:
                 key = changed[0]
@@ -43,13 +45,13 @@ class RunFolder:
         with writing(path, "the run folder"):
             path.mkdir(parents=True, exist_ok=True)
             temporary = saved.with_suffix(".tmp")  # atomic: a kill while writing leaves the old run.json
-            temporary.write_text(json.dumps(settings, indent=2))
+            temporary.write_text(json.dumps(settings, indent=2), encoding="utf-8")
             temporary.replace(saved)
         return cls(path, settings)
 
     def finish(self, task: Task, result: OptimizeResult, lm: LM) -> dict[str, str]:
         """Write result.json, the program and the reports; returns their paths."""
-        (self.path / "result.json").write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        (self.path / "result.json").write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
         pool, _ = split_dev(task, int(self.settings["dev_size"]), result.seed)
         embedder = make_embedder(str(self.settings["embedder"]), api_base=lm.api_base, cache=lm.cache)
         scores = {"dev": result.dev_scores, "test": result.test_scores}

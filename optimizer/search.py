@@ -329,7 +329,7 @@ class _Search:
         state = {"round": self._round, "calls": self.lm.budget.calls, "trials": [asdict(t) for t in self.trials],
                  "candidates": [c.to_dict() for c in self.candidates.values()]}
         temporary = self.checkpoint.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state))
+        temporary.write_text(json.dumps(state), encoding="utf-8")
         temporary.replace(self.checkpoint)
 
 

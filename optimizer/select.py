@@ -6,6 +6,7 @@ closest to an input, save it and load it without embedding the pool again.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -169,7 +170,7 @@ class ExampleSelector:
     def fit(self, examples: Sequence[Mapping[str, Any]]) -> ExampleSelector:
         """Embed the pool (once; the embeddings cache answers repeats). TF-IDF learns its IDF weights here. With
         `auto` and a `label_key`, the pool's labels first choose MiniLM or TF-IDF (`choose_for_records`)."""
-        self.examples = [dict(example) for example in examples]
+        self.examples = [_detached(example) for example in examples]
         self._texts = [self.text_of(example) for example in self.examples]
         if self._vote:
             self.embedder = make_embedder(self._voted_embedder(), cache=self._cache)
@@ -192,7 +193,7 @@ class ExampleSelector:
         text = self.text_of(example)
         vector = self.embedder.embed([text])
         self.matrix = vector if self.matrix.size == 0 else np.vstack([self.matrix, vector])
-        self.examples.append(dict(example))
+        self.examples.append(_detached(example))
         self._texts.append(text)
         self._ann = None
 
@@ -203,7 +204,7 @@ class ExampleSelector:
 
     def select(self, inputs: Mapping[str, Any], *, k: int | None = None, exclude_id: Any = None) -> list[dict]:
         """The demos for one input, as example dicts (ordered by `order`: most similar last by default)."""
-        return [self.examples[index].copy() for index, _ in self._pick([inputs], k, [exclude_id])[0]]
+        return [_detached(self.examples[index]) for index, _ in self._pick([inputs], k, [exclude_id])[0]]
 
     def select_scored(self, inputs: Mapping[str, Any], *, k: int | None = None,
                       exclude_id: Any = None) -> list[Selected]:
@@ -213,7 +214,7 @@ class ExampleSelector:
     def select_batch(self, queries: Sequence[Mapping[str, Any]], *, k: int | None = None,
                      exclude_ids: Sequence[Any] | None = None) -> list[list[Selected]]:
         """Demos for many inputs at once (one matrix product for the whole batch)."""
-        return [[Selected(self.examples[index].copy(), similarity) for index, similarity in picked]
+        return [[Selected(_detached(self.examples[index]), similarity) for index, similarity in picked]
                 for picked in self._pick(queries, k, exclude_ids)]
 
     def _pick(self, queries: Sequence[Mapping[str, Any]], k: int | None,
@@ -225,10 +226,15 @@ class ExampleSelector:
             return [[] for _ in queries]
         texts = [self.text_of(query) for query in queries]
         exclude_ids = exclude_ids or [None] * len(queries)
-        fetch = min(len(self.examples), self._fetch_size(k))
-        nearest = self._nearest(self.embedder.embed(texts), fetch)
-        return [self._choose(indices, similarities, k, exclude_id, text)
-                for (indices, similarities), exclude_id, text in zip(nearest, exclude_ids, texts)]
+        vectors = self.embedder.embed(texts)
+        picked: list[list[tuple[int, float]]] = [[] for _ in queries]
+        todo, fetch = list(range(len(queries))), min(len(self.examples), self._fetch_size(k))
+        while todo:  # a query left short of k (its candidates were near-duplicates) fetches twice as many again
+            for query, (indices, similarities) in zip(todo, self._nearest(vectors[todo], fetch)):
+                picked[query] = self._choose(indices, similarities, k, exclude_ids[query], texts[query])
+            todo = [query for query in todo if len(picked[query]) < k] if fetch < len(self.examples) else []
+            fetch = min(len(self.examples), 2 * fetch)
+        return picked
 
     def _fetch_size(self, k: int) -> int:
         if self.config.fetch_k:
@@ -359,7 +365,7 @@ class ExampleSelector:
             directory.mkdir(parents=True, exist_ok=True)
             meta = {"format": FORMAT_VERSION, "config": asdict(self.config), "embedder": self.embedder.spec(),
                     "embedder_id": self.embedder.id}
-            (directory / "selector.json").write_text(json.dumps(meta, indent=2))
+            (directory / "selector.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
             with (directory / "examples.jsonl").open("w", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(example, ensure_ascii=False) + "\n" for example in self.examples)
             np.save(directory / "embeddings.npy", self.matrix)
@@ -373,13 +379,15 @@ class ExampleSelector:
         """Load a saved selector; `overrides` change config fields (k, strategy, ...) without re-embedding."""
         directory = Path(directory)
         try:
-            meta = json.loads((directory / "selector.json").read_text())
-            examples = [json.loads(line) for line in (directory / "examples.jsonl").read_text().splitlines() if line]
+            meta = json.loads((directory / "selector.json").read_text(encoding="utf-8"))
+            lines = (directory / "examples.jsonl").read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028
+            examples = [json.loads(line) for line in lines if line]
             matrix = np.load(directory / "embeddings.npy")
             idf = np.load(directory / "idf.npy") if (directory / "idf.npy").exists() else None
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{directory}: not a saved selector ({exc})") from None
         check_format(directory / "selector.json", meta, FORMAT_VERSION)
+        _check_saved(directory, meta, examples, matrix)
         config = replace(SelectorConfig(**{**meta["config"], "input_keys": _tuple(meta["config"]["input_keys"])}),
                          **overrides)
         selector = cls(embedder or embedder_from_spec(meta["embedder"], cache=cache, idf=idf), **asdict(config))
@@ -388,6 +396,27 @@ class ExampleSelector:
         selector.examples, selector.matrix = examples, matrix.astype(np.float32, copy=False)
         selector._texts = [selector.text_of(example) for example in examples]
         return selector
+
+
+def _check_saved(directory: Path, meta: Any, examples: list[Any], matrix: np.ndarray) -> None:
+    """A ConfigError naming what does not fit in a saved selector: missing metadata, pool and vectors apart."""
+    where = directory / "selector.json"
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise ConfigError(f"{where}: not a saved selector (no config object)")
+    missing = [key for key in ("embedder", "embedder_id") if key not in meta]
+    missing += [key for key in ("input_keys",) if key not in meta["config"]]
+    if missing:
+        raise ConfigError(f"{where}: not a saved selector (no {', '.join(missing)})")
+    if not all(isinstance(example, dict) for example in examples):
+        raise ConfigError(f"{directory / 'examples.jsonl'}: every line must be a JSON object")
+    if matrix.ndim != 2 or matrix.shape[0] != len(examples):
+        raise ConfigError(f"{directory}: examples.jsonl holds {len(examples)} examples, embeddings.npy "
+                          f"{matrix.shape[0] if matrix.ndim else 0} vectors")
+
+
+def _detached(example: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an example that shares no mutable value with it (flat records copy at dict speed)."""
+    return {key: copy.deepcopy(value) if isinstance(value, (dict, list)) else value for key, value in example.items()}
 
 
 def _ranked(indices: list[int], similarities: list[float]) -> tuple[list[int], list[float]]:

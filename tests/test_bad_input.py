@@ -424,6 +424,18 @@ def _(tmp: Path):
     return ["run", str(root), "hello"], [str(root), "not a saved formfit program"]
 
 
+@case("run-program-json-without-model")
+def _(tmp: Path):
+    from optimizer.prompt import Prompt
+    from optimizer.task import load_task
+
+    task = load_task(write_task(tmp / "t"))
+    (tmp / "program").mkdir()
+    spec = {"format": 1, "task": task.to_dict(), "prompt": Prompt(task.instruction).to_dict()}
+    (tmp / "program" / "program.json").write_text(json.dumps(spec))
+    return ["run", str(tmp / "program"), "hello"], [str(tmp / "program"), "not a saved formfit program (KeyError"]
+
+
 @case("run-program-json-broken")
 def _(tmp: Path):
     (tmp / "program").mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 
 import numpy as np
@@ -26,6 +27,25 @@ def test_minilm_embeds_meaning_offline(monkeypatch) -> None:
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_minilm_leaves_the_host_applications_settings_alone(monkeypatch) -> None:
+    """torch's thread count, the offline flags and transformers' progress bars are process-wide: an app that
+    imports a selector keeps its own."""
+    import torch
+    import transformers
+
+    for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(flag, raising=False)
+    bars_before, threads_before = transformers.utils.logging.is_progress_bar_enabled(), torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert MiniLMEmbedder(threads=1).embed(TEXTS).shape == (3, 384)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads_before)
+    assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+    assert transformers.utils.logging.is_progress_bar_enabled() == bars_before
 
 
 def test_minilm_selector_uses_the_cache(cache) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import cli
 from optimizer.errors import ConfigError, DataError
 from optimizer.export import static_demos, validate_openai_jsonl
+from optimizer.lm import LM
 from optimizer.task import load_task
 from test_search import CONFIG, RecordingBackend, model
 from optimizer.cache import Cache
@@ -53,6 +55,29 @@ def test_validation_names_the_line(tmp_path: Path, line: str, problem: str) -> N
     path.write_text(good + "\n" + line + "\n")
     with pytest.raises(DataError, match=rf"train\.jsonl:2: {problem}"):
         validate_openai_jsonl(path)
+
+
+def test_a_line_separator_inside_a_text_is_no_line_break(tmp_path: Path) -> None:
+    """U+2028 is valid raw inside a JSON string (ensure_ascii=False writes it so); only \\n ends a JSONL line."""
+    chat = {"messages": [{"role": r, "content": f"x\u2028y\u0085z {r}"} for r in ("system", "user", "assistant")]}
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(chat, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert validate_openai_jsonl(path) == 1
+
+
+def test_export_finds_a_task_optimized_by_a_relative_path_from_another_folder(planted, run_cli, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "LM", lambda name, **options: LM(name, backend=RecordingBackend(), **options))
+    monkeypatch.chdir(planted.root.parent)
+    run = tmp_path / "run"
+    code, _, err = run_cli("optimize", planted.root.name, "--model", "fake/planted", "--budget", "60", "--rounds", "1",
+                           "--demo-sets", "0", "--embedder", "tfidf", "--no-test", "--out", str(run), "--json")
+    assert code == 0, err
+    assert json.loads((run / "run.json").read_text())["task"] == str(planted.root.resolve())
+    monkeypatch.chdir(run)
+    code, out, err = run_cli("export", str(run), "--format", "openai-jsonl", "--json")
+    assert code == 0, err
+    assert json.loads(out)["examples"] == len(planted.split("train"))
 
 
 def test_bad_run_and_format_are_one_line_errors(tmp_path: Path, run_cli) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ScriptedBackend
 from optimizer.cache import Cache
-from optimizer.errors import BudgetExhausted
+from optimizer.errors import BudgetExhausted, ConfigError
 from optimizer.lm import LM, Budget, LMRequest
 from optimizer.program import load_program
 from optimizer.prompt import Prompt
@@ -196,6 +196,18 @@ def test_run_folder_program_and_reports(planted, tmp_path: Path) -> None:
         RunFolder.open(tmp_path / "run", False, settings)
     with pytest.raises(Exception, match="different seed"):
         RunFolder.open(tmp_path / "run", True, {**settings, "seed": 2})
+
+
+def test_a_run_recorded_with_a_relative_task_path_resumes_from_its_folder(tmp_path: Path, monkeypatch) -> None:
+    """Older formfit recorded the task as typed; a resume that names it absolutely (as formfit now does) matches."""
+    (tmp_path / "t").mkdir()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"task": "t", "seed": 1}))
+    run = RunFolder.open(tmp_path / "run", True, {"task": str((tmp_path / "t").resolve()), "seed": 1})
+    assert json.loads((run.path / "run.json").read_text())["task"] == str((tmp_path / "t").resolve())
+    with pytest.raises(ConfigError, match="different task"):
+        RunFolder.open(tmp_path / "run", True, {"task": str((tmp_path / "other").resolve()), "seed": 1})
 
 
 def test_the_context_probe_leaves_the_search_embedder_as_it_was(tmp_path: Path) -> None:

@@ -206,3 +206,13 @@ def test_redact_and_public_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert public_url(f"https://{USER}:{PASSWORD}@h.example:8443/v1?x=1") == "https://h.example:8443/v1?x=1"
     assert public_url("http://h:1/v1") == "http://h:1/v1" and public_url(None) is None
     assert public_url(f"http://{USER}:{PASSWORD}@h:notaport/v1") == "http://h:notaport/v1"
+    assert public_url(f"http://{USER}:{PASSWORD}@[::1]:8080/v1") == "http://[::1]:8080/v1"
+
+
+def test_credential_query_parameters_are_masked() -> None:
+    """Google-style `?key=`, `api_key`, tokens and Azure SAS signatures; other parameters stay as they are."""
+    url = f"https://h.example/v1?api-version=2024-10-01&api_key={OTHER_KEY}&sig=s1gn&access_token=t0k#top"
+    assert public_url(url) == "https://h.example/v1?api-version=2024-10-01&api_key=***&sig=***&access_token=***#top"
+    assert public_url(f"https://h.example/v1beta?key={OTHER_KEY}") == "https://h.example/v1beta?key=***"
+    assert redact(f"cannot reach https://h.example/v1?key={OTHER_KEY} (timeout)") == \
+        "cannot reach https://h.example/v1?key=*** (timeout)"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -122,6 +126,69 @@ def test_label_quota_balances_labels() -> None:
     many = ExampleSelector(VectorEmbedder(), 5, input_keys=["text"], strategy="label_quota",
                            label_key="label").fit(pool(200, labels=20))
     assert len({e["label"] for e in many.select({"text": "q"})}) == 5  # one each of the 5 closest labels
+
+
+@pytest.mark.parametrize("strategy", ["knn", "mmr", "label_quota"])
+def test_dedupe_still_returns_k_demos_when_the_nearest_are_all_duplicates(strategy: str) -> None:
+    """30 copies of the query's text fill every first fetch; the selector fetches further until it has k."""
+    examples = [{"id": i, "text": "I want a refund", "label": "refund"} for i in range(30)]
+    examples += [{"id": 100 + i, "text": f"I want a refund for order {i}", "label": f"L{i % 3}"} for i in range(6)]
+    examples += [{"id": 200 + i, "text": f"unrelated question {i}", "label": "other"} for i in range(20)]
+    selector = ExampleSelector("tfidf", 4, input_keys=["text"], strategy=strategy, label_key="label",
+                               dedupe=DEDUPE).fit(examples)
+    for demos in (selector.select({"text": "I want a refund"}),
+                  [s.example for s in selector.select_batch([{"text": "I want a refund"}, {"text": "question 3"}])[0]]):
+        assert len(demos) == 4
+        assert sum(demo["text"] == "I want a refund" for demo in demos) == 1
+
+
+def test_selected_demos_share_nothing_with_the_pool_or_the_callers_records() -> None:
+    records = [{"id": i, "text": f"two red shirts {i}", "output": {"product": "shirt", "sizes": [i]}} for i in range(5)]
+    selector = ExampleSelector("tfidf", 2, input_keys=["text"]).fit(records)
+    demo = selector.select({"text": "two red shirts 3"})[-1]
+    demo["output"]["product"], demo["output"]["sizes"][0] = "changed", 99
+    records[0]["output"]["product"] = "changed too"
+    again = selector.select({"text": "two red shirts 3"})[-1]
+    assert again["output"] == {"product": "shirt", "sizes": [3]}
+    assert selector.examples[0]["output"]["product"] == "shirt"
+
+
+def test_texts_with_line_separators_and_accents_round_trip(tmp_path: Path) -> None:
+    records = [{"id": 0, "text": "caf\u00e9 cr\u00e8me\u2028second line\u2029\u0085end"}, {"id": 1, "text": "plain"}]
+    ExampleSelector("tfidf", 1, input_keys=["text"]).fit(records).save(tmp_path / "sel")
+    loaded = ExampleSelector.load(tmp_path / "sel")
+    assert loaded.examples == records
+
+
+def test_a_saved_selector_under_a_non_utf8_locale(tmp_path: Path) -> None:
+    """Files are UTF-8 whatever the locale: save and load in a Python whose default encoding is ASCII."""
+    script = ("import sys; from optimizer.select import ExampleSelector as S; "
+              "S('tfidf', 1, input_keys=['text']).fit([{'text': 'caf\\u00e9 cr\\u00e8me'}]).save(sys.argv[1]); "
+              "print(S.load(sys.argv[1]).examples[0]['text'].encode('unicode_escape').decode())")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sel")], capture_output=True, text=True,
+                          env=env, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "caf\\xe9 cr\\xe8me"
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda sel: (sel / "examples.jsonl").write_text("".join((sel / "examples.jsonl").read_text().splitlines(True)[:3])),
+     "examples.jsonl holds 3 examples, embeddings.npy 5 vectors"),
+    (lambda sel: (sel / "examples.jsonl").write_text((sel / "examples.jsonl").read_text() + '{"id": 9, "text": "x"}\n'),
+     "examples.jsonl holds 6 examples, embeddings.npy 5 vectors"),
+    (lambda sel: (sel / "examples.jsonl").write_text("[1]\n"), "every line must be a JSON object"),
+    (lambda sel: (sel / "selector.json").write_text("[]"), "not a saved selector (no config object)"),
+    (lambda sel: (sel / "selector.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((sel / "selector.json").read_text()).items() if k != "embedder_id"})),
+     "not a saved selector (no embedder_id)"),
+])
+def test_a_damaged_saved_selector_is_a_clear_error(tmp_path: Path, damage, message: str) -> None:
+    ExampleSelector("tfidf", 2, input_keys=["text"]).fit(pool(5)).save(tmp_path / "sel")
+    damage(tmp_path / "sel")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ExampleSelector.load(tmp_path / "sel")
 
 
 def test_save_and_load_round_trip_without_reembedding(tmp_path: Path) -> None:
