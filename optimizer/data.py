@@ -76,12 +76,14 @@ def _csv(path: Path, text: str) -> list[Row]:
         return []
     except csv.Error as exc:
         raise DataError(f"{located(path, 1)}: malformed CSV ({exc})") from None
-    if len(set(header)) != len(header) or any(not name.strip() for name in header):
+    header = [name.strip() for name in header]  # `text, label` names the columns text and label
+    if len(set(header)) != len(header) or not all(header):
         raise DataError(f"{located(path, 1)}: CSV header has empty or duplicate column names")
     records = []
+    start = rows.line_num + 1
     try:
         for row in rows:
-            number = rows.line_num
+            number, start = start, rows.line_num + 1  # a quoted field may span lines: a record is named by its first
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):

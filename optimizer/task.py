@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,7 @@ def load_task(ref: str | Path) -> Task:
     )
     if not task.inputs:
         raise TaskError(f"{where('inputs')}: 'inputs' must list at least one field")
+    _check_fields_apart(task, where)
     rows = _split_rows(spec, root, where)
     splits = {name: (path, tuple(_examples(task, path, found))) for name, (path, found) in rows.items()}
     for name, (path, examples) in splits.items():
@@ -161,6 +162,16 @@ def load_task(ref: str | Path) -> Task:
     splits = {name: examples for name, (_, examples) in splits.items()}
     _check_unique_ids(rows)
     return replace(task, splits=splits)
+
+
+def _check_fields_apart(task: Task, where: Callable[[str], str]) -> None:
+    """The answer and the context are never also inputs: every prompt would show them."""
+    if task.output in task.inputs:
+        raise TaskError(f"{where('output')}: output field {task.output!r} is also an input (the model would see the "
+                        "answer)")
+    if task.context_field in (*task.inputs, task.output):
+        raise TaskError(f"{where('context_field')}: context_field {task.context_field!r} is also an input or the "
+                        "output (it is shown only with --with-context)")
 
 
 def _read_spec(path: Path) -> tuple[dict[str, Any], dict[str, int]]:

@@ -96,6 +96,10 @@ task_case("task-unknown-metric", {**SPEC, "metric": "bleu"}, "metric", "unknown 
 task_case("task-unknown-output-type", {**SPEC, "output_type": "image"}, "output_type", "unknown output_type 'image'")
 task_case("task-unknown-key", {**SPEC, "colour": "red"}, "colour", "unknown key 'colour'")
 task_case("task-duplicate-labels", {**SPEC, "labels": ["yes", "no", "yes"]}, "labels", "'labels' has duplicates")
+task_case("task-output-also-an-input", {**SPEC, "inputs": ["text", "label"]}, "output",
+          "output field 'label' is also an input")
+task_case("task-context-is-an-input", {**SPEC, "context_field": "text"}, "context_field",
+          "context_field 'text' is also an input or the output")
 task_case("task-labels-not-a-list", {**SPEC, "labels": "yes,no"}, "labels", "'labels' must be a list")
 task_case("task-label-task-without-labels", without("labels"), "output_type", "needs a non-empty 'labels' list")
 task_case("task-bad-name", {**SPEC, "name": "Bad Name"}, "name", "must use only a-z, 0-9 and _")
@@ -228,6 +232,9 @@ data_case("data-csv-column-mismatch", {"train.csv": "id,text,label\nr1,fine,yes\
           spec={**SPEC, "data": {"train": "train.csv", "test": "test.jsonl"}})
 data_case("data-csv-duplicate-header", {"train.csv": "id,text,text\nr1,a,b\n"},
           "train.csv:1:", "CSV header has empty or duplicate column names",
+          spec={**SPEC, "data": {"train": "train.csv", "test": "test.jsonl"}})
+data_case("data-csv-error-at-the-first-line-of-a-quoted-record",
+          {"train.csv": 'id, text, label\nr1,"one\ntwo\nthree",maybe\n'}, "train.csv:2:", "label 'maybe' is not in",
           spec={**SPEC, "data": {"train": "train.csv", "test": "test.jsonl"}})
 data_case("data-json-not-a-list", {"train.json": '{"id": "a", "text": "x", "label": "yes"}'},
           "train.json", "expected a JSON list of objects",
