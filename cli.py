@@ -333,7 +333,8 @@ def advise_command(task_ref: str, program_dir: str | None, optimize_budget: int 
         click.echo(json.dumps({"task": task.name, "model": lm.model, "verdict": advice.verdict,
                                "title": advice.title, "reasons": list(advice.reasons),
                                "expected_gain": advice.expected_gain.to_dict() if advice.expected_gain else None,
-                               "best": measurements.best.to_dict(), **lm.usage.to_dict(), **paths}))
+                               "expected_gain_note": advice.gain_note, "best": measurements.best.to_dict(),
+                               **lm.usage.to_dict(), **paths}))
         return
     out.print(f"[bold]{advice.title}[/bold]")
     for reason in advice.reasons:

@@ -49,6 +49,7 @@ def measurement_rows(advice: Advice) -> list[list[str]]:
     m = advice.measurements
     gain = lambda e: e.text(points=True) if e else "n/a"  # noqa: E731
     monthly = advice.break_even.monthly(advice.months)
+    break_even_text = "never" if monthly is None else f"{monthly:,.0f} over {advice.months:g} months"
     return [
         ["best prompt-only program", f"{m.best.text()} ({m.best_origin})"],
         ["gain, last doubling of k (knn)", gain(m.demo_gain)],
@@ -60,19 +61,25 @@ def measurement_rows(advice: Advice) -> list[list[str]]:
         ["labels / pool / test examples", f"{m.n_labels} / {m.n_pool} / {m.n_eval}"],
         ["prompt tokens per call: now / fine-tuned", f"{m.prompt_tokens_now:.0f} / {m.prompt_tokens_tuned:.0f}"],
         ["training cost (estimated)", f"${advice.break_even.training_cost:,.2f}"],
-        ["break-even calls per month", f"{monthly:,.0f} over {advice.months:g} months" if monthly else "never"],
+        ["break-even calls per month", break_even_text],
         ["prices", advice.prices.source],
         ["LM calls made", str(m.calls)],
     ]
 
 
+def expected_text(advice: Advice) -> str:
+    """The expected gain as shown in the reports, with its note when it is an assumption."""
+    if advice.expected_gain is None:
+        return "n/a"
+    return advice.expected_gain.text(points=True) + (f" ({advice.gain_note})" if advice.gain_note else "")
+
+
 def markdown(advice: Advice) -> str:
     m = advice.measurements
-    expected = advice.expected_gain.text(points=True) if advice.expected_gain else "n/a"
     parts = [
         f"# formfit advise: {m.task}", f"Model `{m.model}`.",
         f"## Verdict: {advice.title}", "\n".join(f"- {reason}" for reason in advice.reasons),
-        f"Expected gain: {expected}.",
+        f"Expected gain: {expected_text(advice)}.",
         "## Measurements", md_table(["", ""], measurement_rows(advice)),
         "## Curves (score with 95% bootstrap interval)", md_table(["curve", "x", "score", "prompt tokens"],
                                                                  curve_rows(m)),
@@ -82,12 +89,11 @@ def markdown(advice: Advice) -> str:
 
 def html_page(advice: Advice) -> str:
     m = advice.measurements
-    expected = advice.expected_gain.text(points=True) if advice.expected_gain else "n/a"
     sections = [
         f"<h1>formfit advise: {html.escape(m.task)}</h1><p>Model <code>{html.escape(m.model)}</code>.</p>",
         f"<h2>Verdict: {html.escape(advice.title)}</h2>",
         "<ul>" + "".join(f"<li>{html.escape(reason)}</li>" for reason in advice.reasons) + "</ul>",
-        f"<p>Expected gain: {html.escape(expected)}.</p>",
+        f"<p>Expected gain: {html.escape(expected_text(advice))}.</p>",
         "<h2>Measurements</h2>", html_table(["", ""], measurement_rows(advice), "measurements"),
         "<h2>Curves</h2>", image(curves_plot(m), "score against demos and pool size"),
         html_table(["curve", "x", "score", "prompt tokens"], curve_rows(m), "curves"),

@@ -7,18 +7,21 @@ curve point), that program with constrained output and with the task's context s
 error taxonomy of the best program. Every score carries a bootstrap interval over the examples.
 
 `decide()` turns the measurements into one verdict with its reasons as numbers, the expected gain as an interval
-and the cost break-even. The rules and their thresholds are module constants, in the order they are tried:
+(a measured bootstrap interval, or for form errors an assumed range, marked as such; none for a pilot) and the cost
+break-even. The rules and their thresholds are module constants, in the order they are tried:
 
 1. *add retrieval, do not fine-tune for this*: showing the context gains >= CONTEXT_GAIN (interval above 0) and
    either closes >= FACT_SHARE of the gap between the best score and a perfect one, or is the lever that moves the
    score (its interval lies above that of every prompt-only lever: more demos, more data, constrained output).
    Fine-tuning does not teach facts (Ovadia et al. 2023, Gekhman et al. 2024).
 2. *prompt-only is enough*: the best program is at CEILING, or the demo and pool curves are flat (< PLATEAU per
-   doubling) at a usable score (>= PLATEAU_FLOOR; flat curves lower down fall through to the rules below) -- unless the break-even says a distilled fine-tune pays for itself at the user's monthly calls:
-   *fine-tune (distill) for cost or latency*.
+   doubling) at a usable score (>= PLATEAU_FLOOR; flat curves lower down fall through to the rules below) --
+   unless the break-even says a distilled fine-tune pays for itself at the user's monthly calls (0 calls never
+   do): *fine-tune (distill) for cost or latency*.
 3. *fine-tune for form*: form errors remain on >= FORM_RATE of the examples after the best prompt and constrained
-   output does not remove them, or the task has >= MANY_LABELS labels and the demo curve still rises
-   (>= RISING per doubling): label boundaries in-context learning does not reach (LongICLBench).
+   output does not remove them (or the best program already constrains its output), or the task has >= MANY_LABELS
+   labels and the demo curve still rises (>= RISING per doubling): label boundaries in-context learning does not
+   reach (LongICLBench).
 4. *collect more data first*: the pool curve gains >= MORE_DATA per doubling (interval above 0).
 5. otherwise *run a pilot fine-tune to confirm*.
 """
@@ -110,6 +113,7 @@ class Measurements:
     best_origin: str
     best: Estimate
     constrained_gain: Estimate | None
+    can_constrain: bool
     context_gain: Estimate | None
     kinds: dict[str, int]
     shares: dict[str, float]
@@ -130,7 +134,8 @@ class Measurements:
 
 @dataclass(frozen=True)
 class Advice:
-    """The verdict, its reasons (each with numbers), the expected gain as an interval, and the cost break-even."""
+    """The verdict, its reasons (each with numbers), the expected gain as an interval, and the cost break-even.
+    `gain_note` says how the expected gain was obtained when it is an assumption rather than a bootstrap interval."""
 
     verdict: str
     title: str
@@ -141,11 +146,12 @@ class Advice:
     monthly_calls: int | None
     months: float
     measurements: Measurements = field(repr=False)
+    gain_note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "title": self.title, "reasons": list(self.reasons),
                 "expected_gain": self.expected_gain.to_dict() if self.expected_gain else None,
-                "break_even": self.break_even.to_dict(),
+                "expected_gain_note": self.gain_note, "break_even": self.break_even.to_dict(),
                 "break_even_monthly_calls": self.break_even.monthly(self.months),
                 "prices": self.prices.to_dict(), "monthly_calls": self.monthly_calls, "months": self.months,
                 "measurements": self.measurements.to_dict()}
@@ -172,8 +178,8 @@ def measure(task: Task, lm: LM, *, program: Prompt | None = None, optimize_budge
     if best_prompt is None:
         origin, best_prompt = "curve", Prompt(task.instruction, best_k, best_strategy)
     best = run.prompt(best_prompt, "best")
-    constrained = None
-    if output_constraint(task, lm.backend_kind) is not None and not best_prompt.constrain:
+    constrained, can_constrain = None, output_constraint(task, lm.backend_kind) is not None
+    if can_constrain and not best_prompt.constrain:
         constrained = difference(_scores(run.prompt(replace(best_prompt, constrain=True), "constrained")),
                                  _scores(best), config.seed)
     context_gain, fixed = None, set()
@@ -193,8 +199,8 @@ def measure(task: Task, lm: LM, *, program: Prompt | None = None, optimize_budge
         n_pool=len(run.pool), n_eval=len(run.examples), demo_curves=curves, best_k=best_k, pool_curve=pool_curve,
         pool_gain=run.pool_gain(pool_curve), demo_gain=run.last_doubling(demo_strategy, curves[demo_strategy]),
         best_prompt=best_prompt, best_origin=origin, best=mean(_scores(best), config.seed),
-        constrained_gain=constrained, context_gain=context_gain, kinds=dict(analysis.kinds),
-        shares=analysis.shares(), form_rate=form / max(1, len(best.rows)),
+        constrained_gain=constrained, can_constrain=can_constrain, context_gain=context_gain,
+        kinds=dict(analysis.kinds), shares=analysis.shares(), form_rate=form / max(1, len(best.rows)),
         prompt_tokens_now=_mean(row.prompt_tokens for row in best.rows), prompt_tokens_tuned=tuned_tokens,
         completion_tokens=completion, training_tokens=len(run.pool) * (tuned_tokens + completion),
         calls=lm.usage.calls,
@@ -309,70 +315,119 @@ def decide(m: Measurements, prices: Prices, *, monthly_calls: int | None = None,
     """The verdict for measurements `m` (rules in the module docstring)."""
     cost = break_even(prices, prompt_tokens_now=m.prompt_tokens_now, prompt_tokens_tuned=m.prompt_tokens_tuned,
                       completion_tokens=m.completion_tokens, training_tokens=m.training_tokens)
-    verdict, reasons, gain = _rule(m, cost, monthly_calls, months)
+    verdict, reasons, gain, note = _rule(m, cost, monthly_calls, months)
     reasons += _context(m, cost, months)
-    return Advice(verdict, VERDICTS[verdict], tuple(reasons), gain, cost, prices, monthly_calls, months, m)
+    return Advice(verdict, VERDICTS[verdict], tuple(reasons), gain, cost, prices, monthly_calls, months, m, note)
 
 
 def _rule(m: Measurements, cost: BreakEven, monthly_calls: int | None,
-          months: float) -> tuple[str, list[str], Estimate | None]:
-    best = f"the best prompt-only program scores {m.best.text()} ({_describe(m.best_prompt)})"
+          months: float) -> tuple[str, list[str], Estimate | None, str]:
+    """The verdict, its reasons, the expected gain and, when that gain is assumed, a note saying so."""
+    best = f"the best prompt-only program scores {m.best.text()} ({_describe(m)})"
     gap = max(1e-9, 1.0 - m.best.value)
     levers = {"more demos": m.demo_gain, "more data": m.pool_gain, "constrained output": m.constrained_gain}
     others = {name: gain for name, gain in levers.items() if gain is not None}
     if m.context_gain and m.context_gain.low > 0 and m.context_gain.value >= CONTEXT_GAIN and (
-            m.context_gain.value >= FACT_SHARE * gap or all(m.context_gain.low > g.high for g in others.values())):
+            m.context_gain.value >= FACT_SHARE * gap or _leads(m.context_gain, others)):
         return "add_retrieval", [
             best,
             f"showing the task's context changes the score by {m.context_gain.text(points=True)}: it closes "
             f"{m.context_gain.value / gap:.0%} of the gap to a perfect score",
-            "no prompt-only lever comes close: " + (", ".join(f"{name} {_gain(gain)}" for name, gain in others.items())
-                                                     or "none measured"),
+            _levers(m.context_gain, others),
             f"{m.shares['fact']:.0%} of the failures are fact errors that the context fixes outright "
             f"(score >= {FIXED_SCORE} with it)",
             "fine-tuning does not reliably add facts and can raise hallucination (Gekhman et al. 2024); "
             "retrieval beat fine-tuning for new facts (Ovadia et al. 2023)",
-        ], m.context_gain
+        ], m.context_gain, ""
     flat = _flat(m)
     if m.best.value >= CEILING or flat:
         why = [best, f"at or above the {CEILING:.0%} ceiling" if m.best.value >= CEILING else
                f"more demos ({_gain(m.demo_gain)} for the last doubling of k) and more data "
                f"({_gain(m.pool_gain)} per doubling of the pool) no longer help: the curves are flat"]
-        monthly = cost.monthly(months)
-        if monthly_calls is not None and monthly is not None and monthly_calls >= monthly:
+        payback = _payback_months(cost, monthly_calls)
+        if payback is not None and payback <= months:
             return "fine_tune_cost", why + [
                 f"a fine-tuned model would need {m.prompt_tokens_tuned:.0f} prompt tokens per call instead of "
                 f"{m.prompt_tokens_now:.0f}; at {monthly_calls:,} calls a month it pays back its "
-                f"${cost.training_cost:,.2f} training in {cost.calls_to_break_even / monthly_calls:.1f} months"
-            ], None
-        return "prompt_only", why, None
+                f"${cost.training_cost:,.2f} training in {payback:.1f} months"
+            ], None, ""
+        return "prompt_only", why, None, ""
     if m.form_rate >= FORM_RATE and not (m.constrained_gain and m.constrained_gain.value >= m.form_rate / 2):
         low, high = m.form_rate / 2, m.form_rate
         return "fine_tune_form", [
             best, f"form errors remain on {m.form_rate:.0%} of the examples after the best prompt "
                   f"({_kinds(m)})",
-            "constrained output does not remove them" + (
-                f" ({m.constrained_gain.text(points=True)})" if m.constrained_gain else
-                " (this backend cannot constrain the output)"),
+            _constraining(m),
             "form is what fine-tuning teaches well (output format, structure, label boundaries)",
-        ], Estimate((low + high) / 2, low, high, m.n_eval)
+        ], Estimate((low + high) / 2, low, high, m.n_eval), (
+            f"assumed, not a bootstrap interval: a fine-tune fixes half to all of the {m.form_rate:.0%} of "
+            "examples with form errors")
     if m.n_labels >= MANY_LABELS and m.demo_gain and m.demo_gain.value >= RISING:
         return "fine_tune_form", [
             best, f"{m.n_labels} labels, and the demo curve still rises ({_gain(m.demo_gain)} for the last doubling "
                   f"of k): the prompt cannot hold enough examples of every label boundary",
             "with many labels, fine-tuning learns boundaries that in-context examples do not reach (LongICLBench)",
-        ], m.demo_gain
+        ], m.demo_gain, ""
     if m.pool_gain and m.pool_gain.low > 0 and m.pool_gain.value >= MORE_DATA:
         return "collect_data", [
             best, f"each doubling of the demo pool adds {_gain(m.pool_gain)} (pool of {m.n_pool})",
             "a fine-tune would need that data too; collect it, then measure again",
-        ], m.pool_gain
+        ], m.pool_gain, ""
     return "pilot", [
         best, f"the last doubling of k changed the score by {_gain(m.demo_gain)}, a doubling of the pool by "
-              f"{_gain(m.pool_gain)}: neither flat nor clearly rising",
+              f"{_gain(m.pool_gain)}: {_trend(m)}",
         f"fact errors {m.shares['fact']:.0%}, form errors on {m.form_rate:.0%} of examples: no single cause",
-        "a pilot fine-tune on the train split, scored on the same test examples, settles it",
-    ], m.demo_gain
+        "a pilot fine-tune on the train split, scored on the same test examples, settles it and measures its gain "
+        "(none is estimated here)",
+    ], None, ""
+
+
+def _leads(gain: Estimate, others: dict[str, Estimate]) -> bool:
+    """Whether `gain`'s interval lies above every other interval."""
+    return all(gain.low > other.high for other in others.values())
+
+
+def _levers(context: Estimate, others: dict[str, Estimate]) -> str:
+    """The prompt-only levers next to the context's gain; "none comes close" only when the context's interval lies
+    above all of theirs."""
+    if not others:
+        return "no prompt-only lever was measured"
+    listed = ", ".join(f"{name} {_gain(gain)}" for name, gain in others.items())
+    return ("no prompt-only lever comes close: " if _leads(context, others) else "the prompt-only levers: ") + listed
+
+
+def _payback_months(cost: BreakEven, monthly_calls: int | None) -> float | None:
+    """Months until a fine-tune repays its training at `monthly_calls`; None when it never does (a tuned call is not
+    cheaper, or there are no calls: None or 0)."""
+    if monthly_calls is None or monthly_calls == 0 or cost.calls_to_break_even is None:
+        return None
+    return cost.calls_to_break_even / monthly_calls
+
+
+def _constraining(m: Measurements) -> str:
+    """What constrained output did about the form errors that remain."""
+    if not m.can_constrain:
+        return "constrained output does not remove them (this backend cannot constrain the output)"
+    if m.best_prompt.constrain:
+        return "the best program already constrains its output, and the form errors remain"
+    return f"constrained output does not remove them ({_gain(m.constrained_gain)})"
+
+
+def _trend(m: Measurements) -> str:
+    """The demo and pool curves in words, for the pilot: flat, clearly rising (interval above 0), or neither."""
+    gains = {"more demos": m.demo_gain, "more data": m.pool_gain}
+    measured = {name: gain for name, gain in gains.items() if gain is not None}
+    if not measured:
+        return "too few points to read the curves"
+    if all(gain.value < PLATEAU for gain in measured.values()):
+        low = m.best.value < PLATEAU_FLOOR
+        return f"the curves are flat (under {100 * PLATEAU:.0f} pt per doubling)" + (
+            f", but below the {PLATEAU_FLOOR:.2f} at which flat curves mean prompt-only is enough" if low else "")
+    rising = [name for name, gain in measured.items() if gain.low > 0 and gain.value >= RISING]
+    if rising:
+        return (" and ".join(rising) + f" still raise the score (at least {100 * RISING:.0f} pts per doubling, "
+                "interval above 0)")
+    return "neither flat nor clearly rising"
 
 
 def _flat(m: Measurements) -> bool:
@@ -395,9 +450,11 @@ def _context(m: Measurements, cost: BreakEven, months: float) -> list[str]:
     return notes
 
 
-def _describe(prompt: Prompt) -> str:
+def _describe(m: Measurements) -> str:
+    """The best program's demos, and its constrained output where the backend applies it."""
+    prompt = m.best_prompt
     demos = f"{prompt.k} {prompt.strategy} demos" if prompt.k else "no demos"
-    return demos + (", constrained output" if prompt.constrain else "")
+    return demos + (", constrained output" if prompt.constrain and m.can_constrain else "")
 
 
 def _gain(estimate: Estimate | None) -> str:

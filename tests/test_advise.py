@@ -8,12 +8,14 @@ from dataclasses import replace
 import pytest
 
 from conftest import ScriptedBackend
+from optimizer.advice_report import markdown, measurement_rows
 from optimizer.advise import (
     CEILING,
     CONTEXT_GAIN,
     FORM_RATE,
     MANY_LABELS,
     PLATEAU_FLOOR,
+    RISING,
     AdviseConfig,
     CurvePoint,
     Measurements,
@@ -40,7 +42,7 @@ BASE = Measurements(
     demo_curves={"knn": (CurvePoint(0, est(0.3), 80), CurvePoint(4, est(0.6), 300), CurvePoint(8, est(0.7), 500))},
     best_k=8, pool_curve=(CurvePoint(100, est(0.6), 500), CurvePoint(800, est(0.7), 500)),
     pool_gain=est(0.005, 0.01), demo_gain=est(0.005, 0.01), best_prompt=Prompt("x", 8, "knn"), best_origin="curve",
-    best=est(0.85), constrained_gain=est(0.0, 0.01), context_gain=None, kinds={"content": 30},
+    best=est(0.85), constrained_gain=est(0.0, 0.01), can_constrain=True, context_gain=None, kinds={"content": 30},
     shares={"form": 0.0, "content": 1.0, "fact": 0.0}, form_rate=0.0, prompt_tokens_now=500.0,
     prompt_tokens_tuned=80.0, completion_tokens=5.0, training_tokens=800 * 85.0,
 )
@@ -65,6 +67,15 @@ def test_facts_that_the_context_fixes_mean_retrieval() -> None:
     assert verdict(replace(low, demo_gain=None, pool_gain=None, constrained_gain=None)) == "add_retrieval"
 
 
+def test_retrieval_says_no_lever_comes_close_only_when_none_does() -> None:
+    facts = replace(BASE, best=est(0.5), context_gain=est(0.15), shares={"form": 0.0, "content": 0.5, "fact": 0.5})
+    ahead = decide(facts, FREE).reasons
+    assert "no prompt-only lever comes close: more demos +0.5 [-0.5, +1.5] pts" in ahead[2]
+    behind = decide(replace(facts, demo_gain=est(0.30)), FREE)  # fires on the gap share, demos gain more
+    assert behind.verdict == "add_retrieval" and "comes close" not in " ".join(behind.reasons)
+    assert behind.reasons[2].startswith("the prompt-only levers: more demos +30.0 [+27.0, +33.0] pts")
+
+
 def test_ceiling_or_flat_curves_mean_prompt_only() -> None:
     assert verdict(replace(BASE, best=est(CEILING), demo_gain=est(0.05))) == "prompt_only"
     assert verdict(BASE) == "prompt_only"  # both curves gain under a point per doubling
@@ -81,6 +92,14 @@ def test_distill_when_the_break_even_is_below_the_monthly_calls() -> None:
     assert verdict(BASE, FREE, monthly_calls=10**9) == "prompt_only"  # no dollar saving with free prices
 
 
+def test_free_training_and_zero_monthly_calls_are_numbers_not_missing() -> None:
+    free_training = replace(HOSTED, ft_train=0.0)  # the tuned call is cheaper and training costs nothing
+    assert verdict(BASE, free_training, monthly_calls=0) == "prompt_only"  # 0 calls a month never repay it (no crash)
+    advice = decide(BASE, free_training, monthly_calls=1000)
+    assert advice.verdict == "fine_tune_cost" and "pays back its $0.00 training in 0.0 months" in advice.reasons[2]
+    assert ["break-even calls per month", "0 over 12 months"] in measurement_rows(advice)
+
+
 def test_remaining_form_errors_mean_fine_tune_for_form() -> None:
     form = replace(BASE, best=est(0.6), demo_gain=est(0.05), form_rate=FORM_RATE,
                    shares={"form": 0.5, "content": 0.5, "fact": 0.0}, kinds={"invalid_json": 10, "content": 10})
@@ -89,12 +108,40 @@ def test_remaining_form_errors_mean_fine_tune_for_form() -> None:
     assert advice.expected_gain.low == pytest.approx(FORM_RATE / 2) and advice.expected_gain.high == FORM_RATE
     assert verdict(replace(form, form_rate=FORM_RATE - 0.01)) != "fine_tune_form"
     assert verdict(replace(form, constrained_gain=est(0.08))) != "fine_tune_form"  # constraining fixes them
+    assert "assumed, not a bootstrap interval" in advice.gain_note
+    assert advice.to_dict()["expected_gain_note"] == advice.gain_note
+    assert f"Expected gain: +7.5 [+5.0, +10.0] pts ({advice.gain_note})." in markdown(advice)
+
+
+def test_form_errors_under_an_already_constrained_program_are_not_blamed_on_the_backend() -> None:
+    form = replace(BASE, best=est(0.6), demo_gain=est(0.05), form_rate=0.3, best_prompt=Prompt("x", 8, "knn", True),
+                   constrained_gain=None, kinds={"invalid_json": 30},
+                   shares={"form": 1.0, "content": 0.0, "fact": 0.0})
+    reasons = decide(form, FREE).reasons
+    assert "the best program already constrains its output, and the form errors remain" in reasons
+    assert "(8 knn demos, constrained output)" in reasons[0] and "cannot" not in " ".join(reasons)
+    unable = decide(replace(form, can_constrain=False), FREE).reasons  # a saved program's flag the backend ignores
+    assert "constrained output does not remove them (this backend cannot constrain the output)" in unable
+    assert "(8 knn demos)" in unable[0]
 
 
 def test_many_labels_with_a_rising_curve_mean_fine_tune_for_form() -> None:
     rising = replace(BASE, n_labels=MANY_LABELS, demo_gain=est(0.06), best=est(0.5))
     assert verdict(rising) == "fine_tune_form"
     assert verdict(replace(rising, n_labels=MANY_LABELS - 1)) == "pilot"
+
+
+def test_the_pilot_names_the_curves_as_measured_and_gives_no_expected_gain() -> None:
+    def why(m: Measurements) -> str:
+        advice = decide(m, FREE)
+        assert advice.verdict == "pilot" and advice.expected_gain is None
+        return advice.reasons[1]
+    assert why(replace(BASE, best=est(PLATEAU_FLOOR - 0.2))).endswith(
+        f"the curves are flat (under 1 pt per doubling), but below the {PLATEAU_FLOOR:.2f} at which flat curves "
+        "mean prompt-only is enough")
+    assert why(replace(BASE, best=est(0.6), demo_gain=est(0.12))).endswith(
+        f"more demos still raise the score (at least {100 * RISING:.0f} pts per doubling, interval above 0)")
+    assert why(replace(BASE, best=est(0.6), demo_gain=est(0.10, 0.10))).endswith("neither flat nor clearly rising")
 
 
 def test_a_pool_curve_still_rising_means_collect_data() -> None:
@@ -148,6 +195,7 @@ def test_measure_runs_the_curves_on_a_scripted_model(tmp_path) -> None:
     assert [p.x for p in m.demo_curves["knn"]] == [0, 1, 2, 4]
     assert [p.score.value for p in m.demo_curves["random"]] == [0.0, 0.0, 1.0, 1.0]
     assert m.best_k == 2 and m.best.value == 1.0 and m.form_rate == 0.0
+    assert not m.can_constrain and m.constrained_gain is None  # labels are not constrained through LiteLLM
     assert [p.x for p in m.pool_curve] == [8, 15, 30, 60]
     assert decide(m, FREE).verdict == "prompt_only"
 
