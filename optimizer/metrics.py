@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import numbers
 import re
 import sqlite3
 import string
@@ -10,7 +13,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 from .errors import TaskError
 from .prompt import normalize_label
@@ -49,9 +56,9 @@ def token_f1(pred: Any, gold: Any, example: Example | None = None) -> float:
 
 
 def json_match(pred: Any, gold: Any, example: Example | None = None) -> float:
-    """Share of the gold object's keys whose values the prediction matches (strings compared normalised)."""
+    """Share of the gold object's keys whose values the prediction matches (as `_same_value` compares them)."""
     if not isinstance(pred, dict) or not isinstance(gold, dict) or not gold:
-        return float(pred == gold)
+        return float(_same_value(pred, gold))
     return sum(_same_value(pred.get(key, _MISSING), value) for key, value in gold.items()) / len(gold)
 
 
@@ -59,14 +66,21 @@ _MISSING = object()
 
 
 def _same_value(pred: Any, gold: Any) -> bool:
+    """JSON values compared recursively: objects by their keys, lists element-wise, numbers by value (a bool is no
+    number: it equals only the same bool), a gold string with the prediction's text, both normalised."""
+    if isinstance(gold, dict):
+        return (isinstance(pred, dict) and pred.keys() == gold.keys()
+                and all(_same_value(pred[key], value) for key, value in gold.items()))
+    if isinstance(gold, list):
+        return isinstance(pred, list) and len(pred) == len(gold) and all(map(_same_value, pred, gold))
     if pred is _MISSING:
         return False
     if gold is None or isinstance(gold, bool):
         return pred is gold
     if isinstance(gold, (int, float)):
         try:
-            return float(pred) == float(gold)
-        except (TypeError, ValueError):
+            return not isinstance(pred, bool) and float(pred) == float(gold)
+        except (TypeError, ValueError, OverflowError):
             return False
     return normalize_answer(pred) == normalize_answer(gold)
 
@@ -141,26 +155,50 @@ BUILTIN: dict[str, Metric] = {
 
 
 def get_metric(task: Task) -> Metric:
-    """The task's metric function; `module:function` is imported with the task folder on the import path."""
+    """The task's metric function; `module:function` is read from `module.py` in the task folder when it is there
+    (as a module private to that folder), else imported by name."""
     if task.metric in BUILTIN:
         return BUILTIN[task.metric]
     module_name, _, function_name = task.metric.partition(":")
-    if task.root is not None and str(task.root) not in sys.path:
-        sys.path.insert(0, str(task.root))
+    file = task.root / f"{module_name.replace('.', '/')}.py" if task.root is not None else None
+    path = file if file is not None and file.is_file() else None
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as exc:
-        raise TaskError(f"{task.root}/task.yaml: cannot load metric {task.metric!r} ({exc})") from None
+        function = getattr(_load_file(path, task.root) if path else importlib.import_module(module_name), function_name)
+    except Exception as exc:  # a syntax error, a failing import, any error while the module runs
+        where = path or f"{task.root}/task.yaml"
+        raise TaskError(f"{where}: cannot load metric {task.metric!r} ({type(exc).__name__}: {exc})") from None
     return _checked(function, task.metric)
+
+
+def _load_file(path: Path, folder: Path) -> ModuleType:
+    """Run `path` as a module named after its resolved path, so same-named files in two task folders stay apart.
+
+    `folder` is on the import path only while the module runs (for its imports of files in the task folder)."""
+    resolved = path.resolve()
+    name = f"_formfit_metric_{hashlib.sha256(str(resolved).encode()).hexdigest()[:16]}_{resolved.stem}"
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        sys.path.remove(str(folder))
+    return module
 
 
 def _checked(function: Callable[..., Any], name: str) -> Metric:
     def metric(pred: Any, gold: Any, example: Example) -> float:
-        value = function(pred, gold, example)
-        if isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise TaskError(f"custom metric {name!r} returned {value!r}; a score must be a number in [0, 1]")
+        where = f" on example {example.id!r}" if example is not None else ""
+        try:
+            value = function(pred, gold, example)
+        except Exception as exc:
+            raise TaskError(f"custom metric {name!r} failed{where}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(value, (numbers.Real, np.bool_)) or not 0 <= value <= 1:
+            raise TaskError(f"custom metric {name!r} returned {value!r}{where}; a score must be a number in [0, 1]")
         return float(value)
 
     return metric

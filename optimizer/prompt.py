@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -142,12 +143,21 @@ def _parse_json(task: Task, text: str) -> Parsed:
     return Parsed(value, "extra_text" if extra else None)
 
 
+# A query starts at SELECT, or at WITH when a common table expression follows: `WITH [RECURSIVE] name [(cols)] AS (`.
+_SQL_START = re.compile(r'\bselect\b|\bwith\s+(?:recursive\s+)?(?:"[^"]+"|\w+)\s*(?:\([^)]*\)\s*)?as\s*\(', re.I)
+
+
 def _parse_sql(task: Task, text: str) -> Parsed:
-    statement = text.split(";")[0].strip()
-    match = re.search(r"\b(select|with)\b", statement, re.I)
+    match = _SQL_START.search(text)
     if not match:
-        return Parsed(statement, "sql_error")
-    return Parsed(statement[match.start():], "extra_text" if match.start() else None)
+        return Parsed(text.split(";")[0].strip(), "sql_error")
+    return Parsed(_first_statement(text[match.start():]), "extra_text" if match.start() else None)
+
+
+def _first_statement(sql: str) -> str:
+    """`sql` up to the `;` that ends its first statement (one inside a string literal or a comment does not)."""
+    ends = (end for end, char in enumerate(sql) if char == ";" and sqlite3.complete_statement(sql[: end + 1]))
+    return sql[: next(ends, len(sql))].strip()
 
 
 def _parse_text(task: Task, text: str) -> Parsed:

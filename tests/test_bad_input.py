@@ -115,6 +115,28 @@ task_case("task-nul-in-file-name", {**SPEC, "data": {"train": "tr\0ain.jsonl", "
           "without NUL")
 
 
+def metric_case(name: str, metric: str, source: str | None, *fragments: str) -> None:
+    """A custom metric `metric` that cannot be loaded; `source` is the text of the task folder's `metric.py`."""
+
+    def build(tmp: Path) -> tuple[list[str], list[str]]:
+        root = write_task(tmp / "t", {**SPEC, "metric": metric})
+        if source is not None:
+            (root / "metric.py").write_text(source)
+        return ["eval", str(root)], list(fragments)
+
+    case(name)(build)
+
+
+metric_case("task-metric-syntax-error", "metric:score", "def score(p, g, e):\n  return 1.0\n  )\n",
+            "metric.py: cannot load metric 'metric:score'", "SyntaxError")
+metric_case("task-metric-import-fails", "metric:score", "import no_such_module_here\n",
+            "metric.py: cannot load metric 'metric:score'", "No module named 'no_such_module_here'")
+metric_case("task-metric-no-such-function", "metric:scroe", "def score(p, g, e):\n  return 1.0\n",
+            "metric.py: cannot load metric 'metric:scroe'", "has no attribute 'scroe'")
+metric_case("task-metric-no-such-module", "no_metric_module_here:score", None,
+            "task.yaml: cannot load metric 'no_metric_module_here:score'")
+
+
 @case("task-labels-not-matching-data")
 def _(tmp: Path):
     root = write_task(tmp / "t", {**SPEC, "labels": ["yes", "maybe"]})  # train.jsonl line 1 is labelled 'no'
@@ -623,6 +645,20 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> Callable[[FlakyBackend], None
 
 def eval_task(tmp_path: Path) -> Path:
     return write_task(tmp_path / "t", files={"train.jsonl": jsonl(*rows(4)), "test.jsonl": jsonl(*rows(8, 10))})
+
+
+@pytest.mark.parametrize("body, message", [
+    ("return len(p) / 0", "custom metric 'metric:score' failed on example 'r8': ZeroDivisionError"),
+    ("return 2", "custom metric 'metric:score' returned 2 on example 'r8'; a score must be a number in [0, 1]"),
+])
+def test_a_failing_custom_metric_is_one_line_exit_2(body: str, message: str, run_cli, tmp_path: Path,
+                                                    fake_model) -> None:
+    root = write_task(tmp_path / "t", {**SPEC, "metric": "metric:score"},
+                      files={"train.jsonl": jsonl(*rows(4)), "test.jsonl": jsonl(*rows(1, 8))})
+    (root / "metric.py").write_text(f"def score(p, g, e):\n    {body}\n")
+    fake_model(FlakyBackend())
+    code, out, err = run_cli("eval", str(root), "--model", "fake/x")
+    assert_one_line_error(code, out, err, message)
 
 
 def test_eval_stopped_by_the_budget_keeps_its_calls(run_cli, tmp_path: Path, fake_model) -> None:

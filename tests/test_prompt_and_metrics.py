@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import SPEC, write_task
+from optimizer.errors import TaskError
 from optimizer.metrics import exact_match, get_metric, json_match, label_match, run_sql, sql_exec, token_f1
 from optimizer.prompt import build_request, parse_output, render_completion, render_messages
 from optimizer.task import Example, Task, load_task
@@ -75,6 +77,19 @@ def test_sql_parsing_strips_prose() -> None:
     assert parse_output(SQL, "I cannot").form_error == "sql_error"
 
 
+@pytest.mark.parametrize("text, query", [
+    ("SELECT n FROM t WHERE name = 'a;b'; SELECT 1", "SELECT n FROM t WHERE name = 'a;b'"),
+    ("SELECT n FROM t -- first; then\nWHERE n > 1; DROP TABLE t", "SELECT n FROM t -- first; then\nWHERE n > 1"),
+    ("Here is the query with a filter: SELECT n FROM t WHERE n = 1", "SELECT n FROM t WHERE n = 1"),
+    ("Done with it; SELECT n FROM t", "SELECT n FROM t"),
+    ("The query: WITH big AS (SELECT n FROM t) SELECT * FROM big;", "WITH big AS (SELECT n FROM t) SELECT * FROM big"),
+    ("with recursive c(x) as (select 1) select x from c", "with recursive c(x) as (select 1) select x from c"),
+])
+def test_sql_parsing_takes_the_first_whole_statement(text: str, query: str) -> None:
+    """A `;` in a string literal or a comment does not end the query; prose `with` does not start it, a CTE does."""
+    assert parse_output(SQL, text).value == query
+
+
 def test_text_metrics() -> None:
     assert label_match("Card Lost", "card_lost") == 1.0 and label_match(None, "x") == 0.0
     assert exact_match("The Paris.", "paris") == 1.0 and exact_match("Lyon", "Paris") == 0.0
@@ -88,6 +103,25 @@ def test_json_match_scores_keys() -> None:
     assert json_match({"a": "red", "b": 2.0, "c": None, "d": True}, gold) == 1.0
     assert json_match({"a": "red", "b": "3", "d": "true"}, gold) == 0.25
     assert json_match("not a dict", gold) == 0.0
+
+
+@pytest.mark.parametrize("pred, gold, same", [
+    ({"zip": "75", "city": "paris"}, {"city": "Paris", "zip": "75"}, True),  # key order does not matter
+    ([1.0, 2], [1, 2.0], True),
+    ({"a": [{"b": 1.0}]}, {"a": [{"b": 1}]}, True),
+    ([2, 1], [1, 2], False),
+    ([1, 2, 3], [1, 2], False),
+    ({"city": "Paris", "zip": "75"}, {"city": "Paris"}, False),  # a nested object needs the same keys
+    ({"city": "Paris"}, {"city": "Paris", "zip": None}, False),
+    (True, 1, False),
+    (1, True, False),
+    ([True], [1], False),
+    ([0], [False], False),
+    ([None], [0], False),
+    ({"n": "2"}, {"n": 2}, True),  # a number may come as its text, as at the top level
+])
+def test_json_match_compares_nested_values(pred, gold, same: bool) -> None:
+    assert json_match({"v": pred}, {"v": gold}) == float(same)
 
 
 SCHEMA = "CREATE TABLE t (name TEXT, n INTEGER); INSERT INTO t VALUES ('a', 1), ('b', 2);"
@@ -133,11 +167,52 @@ def test_custom_metric_from_the_task_folder(tmp_path: Path) -> None:
     assert metric("yes", "yes", None) == 1.0 and metric("no", "yes", None) == 0.0
 
 
+def test_custom_metrics_in_files_of_the_same_name_stay_apart(tmp_path: Path) -> None:
+    metrics = []
+    for name, score in (("a", 1.0), ("b", 0.0)):
+        root = write_task(tmp_path / name, {**SPEC, "metric": "metric:score"})
+        (root / "metric.py").write_text(f"def score(pred, gold, example):\n    return {score}\n")
+        metrics.append(get_metric(load_task(root)))
+        assert str(root) not in sys.path
+    assert [metric("yes", "yes", None) for metric in metrics] == [1.0, 0.0]
+
+
+def test_custom_metric_imports_files_beside_it(tmp_path: Path) -> None:
+    root = write_task(tmp_path / "t", {**SPEC, "metric": "metric:score"})
+    (root / "helper_beside_the_metric.py").write_text("HALF = 0.5\n")
+    (root / "metric.py").write_text("from helper_beside_the_metric import HALF\n\n"
+                                    "def score(pred, gold, example):\n    return HALF\n")
+    assert get_metric(load_task(root))("a", "b", None) == 0.5
+
+
+@pytest.mark.parametrize("value, score", [("np.float32(0.25)", 0.25), ("np.bool_(True)", 1.0), ("np.int64(0)", 0.0),
+                                          ("Fraction(1, 2)", 0.5), ("True", 1.0)])
+def test_custom_metric_may_return_any_real_number(tmp_path: Path, value: str, score: float) -> None:
+    root = write_task(tmp_path / "t", {**SPEC, "metric": "real_metric:score"})
+    (root / "real_metric.py").write_text("from fractions import Fraction\n\nimport numpy as np\n\n"
+                                         f"def score(pred, gold, example):\n    return {value}\n")
+    result = get_metric(load_task(root))("a", "b", None)
+    assert result == score and type(result) is float
+
+
+@pytest.mark.parametrize("value", ["np.float32(1.5)", "float('nan')", "'1'", "None", "np.array([1.0])"])
+def test_custom_metric_refuses_anything_but_a_number_in_0_1(tmp_path: Path, value: str) -> None:
+    root = write_task(tmp_path / "t", {**SPEC, "metric": "real_metric:score"})
+    (root / "real_metric.py").write_text(f"import numpy as np\n\ndef score(pred, gold, example):\n    return {value}\n")
+    with pytest.raises(TaskError, match=r"on example 'q'; a score must be a number in \[0, 1\]"):
+        get_metric(load_task(root))("a", "b", Example("q", {"text": "x"}, "yes"))
+
+
+def test_custom_metric_that_raises_names_the_example(tmp_path: Path) -> None:
+    root = write_task(tmp_path / "t", {**SPEC, "metric": "raising_metric:score"})
+    (root / "raising_metric.py").write_text("def score(pred, gold, example):\n    return {}[pred]\n")
+    with pytest.raises(TaskError, match=r"^custom metric 'raising_metric:score' failed on example 'q': KeyError: 'a'$"):
+        get_metric(load_task(root))("a", "b", Example("q", {"text": "x"}, "yes"))
+
+
 def test_custom_metric_out_of_range_is_an_error(tmp_path: Path) -> None:
     root = write_task(tmp_path / "t", {**SPEC, "metric": "bad_metric:score"})
     (root / "bad_metric.py").write_text("def score(pred, gold, example):\n    return 7\n")
-    from optimizer.errors import TaskError
-
     with pytest.raises(TaskError, match=r"returned 7; a score must be a number in \[0, 1\]"):
         get_metric(load_task(root))("a", "b", None)
 
