@@ -80,6 +80,9 @@ class MiniLMEmbedder:
                                    normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "minilm"}
+
 
 _TORCH_THREADS_LOCK = threading.Lock()
 
@@ -97,9 +100,6 @@ def torch_threads(threads: int) -> Iterator[None]:
             yield
         finally:
             torch.set_num_threads(before)
-
-    def spec(self) -> dict[str, Any]:
-        return {"kind": "minilm"}
 
 
 MEMO_MIN_TEXTS = 256

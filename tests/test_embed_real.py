@@ -40,7 +40,8 @@ def test_minilm_leaves_the_host_applications_settings_alone(monkeypatch) -> None
     bars_before, threads_before = transformers.utils.logging.is_progress_bar_enabled(), torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        assert MiniLMEmbedder(threads=1).embed(TEXTS).shape == (3, 384)
+        embedder = MiniLMEmbedder(threads=1)
+        assert embedder.embed(TEXTS).shape == (3, 384) and embedder.spec() == {"kind": "minilm"}
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(threads_before)
