@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from optimizer.advice_report import advice_folder, write_advice
 from optimizer.advise import AdviseConfig, decide, measure
@@ -95,7 +96,8 @@ def tasks_command(as_json: bool) -> None:
     """List the built-in tasks."""
     tasks = builtin_tasks()
     if not tasks:
-        err.print(f"[yellow]no built-in tasks in {BUILTIN_DIR} (is formfit installed completely?)[/]")
+        err.print(f"no built-in tasks in {BUILTIN_DIR} (is formfit installed completely?)", style="yellow",
+                  markup=False, highlight=False)
     rows = [{"name": t.name, "output_type": t.output_type, "metric": t.metric, "labels": len(t.labels),
              **{f"n_{split}": len(examples) for split, examples in t.splits.items()},
              "description": t.description} for t in tasks]
@@ -107,8 +109,8 @@ def tasks_command(as_json: bool) -> None:
     for row in rows:
         sizes = "/".join(str(row.get(f"n_{split}", 0)) for split in ("train", "dev", "test"))
         first_sentence = row["description"].split(": ")[0].split(". ")[0].rstrip(".")
-        table.add_row(row["name"], row["output_type"], row["metric"], str(row["labels"] or ""), sizes,
-                      first_sentence)
+        table.add_row(*map(literal, (row["name"], row["output_type"], row["metric"], row["labels"] or "", sizes,
+                                     first_sentence)))
     out.print(table)
 
 
@@ -156,7 +158,8 @@ def eval_command(task_ref: str, split: str, limit: int | None, k: int, strategy:
 def render_eval(result: EvalResult, summary: dict[str, Any], show: int) -> None:
     table = Table("id", "kind", "gold", "prediction", "output", title=f"failures (first {show})", show_lines=False)
     for row in result.failures[:show]:
-        table.add_row(row.id, row.error_kind, _short(row.gold), _short(row.prediction), _short(row.output))
+        table.add_row(literal(row.id), literal(row.error_kind), _short(row.gold), _short(row.prediction),
+                      _short(row.output))
     if show and result.failures:
         out.print(table)
     kinds = ", ".join(f"{kind} {count}" for kind, count in result.error_counts().items()) or "none"
@@ -167,10 +170,16 @@ def render_eval(result: EvalResult, summary: dict[str, Any], show: int) -> None:
               f"cost ${summary['cost_usd']:.4f}, {summary['wall_s']:.1f}s")
 
 
-def _short(value: Any, width: int = 60) -> str:
+def _short(value: Any, width: int = 60) -> Text:
+    """`value` on one line of at most `width` characters, as `literal` text."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return literal(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def literal(value: Any, style: str = "") -> Text:
+    """`value` (model output, data) as text rich shows as is: `[/INST]` in it is text, not markup."""
+    return Text(str(value), style=style)
 
 
 @cli.command("optimize")
@@ -230,7 +239,7 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
             table.add_row(split, f"{scores['baseline']:.3f}", f"{scores['best']:.3f}")
     out.print(table)
     out.print(f"calls charged {result.calls}" + (f" of {result.budget}" if result.budget else "") +
-              f"; program {paths['program']}; report {paths['report_html']}")
+              f"; program {paths['program']}; report {paths['report_html']}", markup=False, highlight=False)
 
 
 def default_run_dir(task: str, lm_args: dict[str, Any], seed: int) -> str:
@@ -339,7 +348,7 @@ def advise_command(task_ref: str, program_dir: str | None, optimize_budget: int 
     out.print(f"[bold]{advice.title}[/bold]")
     for reason in advice.reasons:
         out.print(f"  - {reason}", markup=False, highlight=False)
-    out.print(f"report {paths['advice_html']}")
+    out.print(f"report {paths['advice_html']}", markup=False, highlight=False)
 
 
 def program_path(path: str) -> Path:
@@ -406,7 +415,8 @@ def select_command(pool: str, text: str, k: int, strategy: str | None, embedder:
                                "demos": [{"similarity": c.similarity, "example": c.example} for c in chosen]},
                               ensure_ascii=False))
         return
-    table = Table("#", "similarity", "example", title=f"{len(chosen)} demos for {text!r} ({selector.config.strategy})")
+    table = Table("#", "similarity", "example",
+                  title=literal(f"{len(chosen)} demos for {text!r} ({selector.config.strategy})", "table.title"))
     for rank, choice in enumerate(chosen, start=1):
         table.add_row(str(rank), f"{choice.similarity:.3f}", _short(choice.example, 100))
     out.print(table)
@@ -444,7 +454,7 @@ def cache_stats(cache_dir: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(stats.to_dict()))
         return
-    out.print(f"{stats.path}: {stats.bytes_on_disk / 1e6:.1f} MB")
+    out.print(f"{stats.path}: {stats.bytes_on_disk / 1e6:.1f} MB", markup=False, highlight=False)
     for namespace, count in stats.entries.items():
         out.print(f"  {namespace}: {count:,} entries")
 

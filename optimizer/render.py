@@ -1,6 +1,7 @@
 """Pieces shared by the HTML and Markdown reports: tables, escaped HTML pages, matplotlib figures as PNG.
 
-Every text that came from a model or a data file goes through `html.escape` here; pages carry no scripts.
+Every text that came from a model or a data file goes through `html.escape` here; pages carry no scripts. In
+Markdown it is escaped too (`md_table`, `md_code`), so it shows as written and cannot break the document.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,13 +19,25 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}pre{background:#f7f7f7;
 .add{background:#e6ffec}.del{background:#ffebe9}img{max-width:100%}.num{text-align:right}"""
 
 
+# Markdown table cells: `\\` and `|` keep the cell whole, `` ` `` opens no code span (where the entities would show
+# as typed), `&<>` as entities start no HTML.
+MD_CELL = str.maketrans({"\\": "\\\\", "|": "\\|", "`": "\\`", "&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table; each cell is one line (whitespace runs and newlines become one space), shown as written."""
     def cell(text: str) -> str:
-        return " ".join(str(text).split()).replace("|", "\\|")
+        return " ".join(str(text).split()).translate(MD_CELL)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def md_code(text: str, info: str = "") -> str:
+    """`text` as a fenced code block, its fence one backtick longer than any run of backticks in it (at least 3)."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return f"{fence}{info}\n{text}\n{fence}"
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], css_class: str = "") -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .analyze import Analysis
-from .render import figure, html_table, image, md_table, page, png
+from .render import figure, html_table, image, md_code, md_table, page, png
 from .search import OptimizeResult
 
 
@@ -112,7 +112,7 @@ def markdown(result: OptimizeResult) -> str:
         md_table(["round", "dev before", "dev after", "candidates", "accepted"],
                  [[str(r.round), f"{r.dev_before:.3f}", f"{r.dev_after:.3f}", str(r.proposals),
                    "yes" if r.accepted else "no"] for r in result.rounds]),
-        "## Instruction diff", "```diff\n" + "\n".join(instruction_diff(result) or ["(unchanged)"]) + "\n```",
+        "## Instruction diff", md_code("\n".join(instruction_diff(result) or ["(unchanged)"]), "diff"),
         "## Error groups on dev, before", md_table(GROUP_HEADER, group_rows(result.analysis_before)),
         "## Error groups on dev, after", md_table(GROUP_HEADER, group_rows(result.analysis_after)),
         "## Every candidate tried", md_table(CANDIDATE_HEADER, candidate_rows(result)),

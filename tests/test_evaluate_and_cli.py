@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import last_user_text, write_task
+import cli
+from conftest import ScriptedBackend, last_user_text, write_task
 from optimizer.evaluate import evaluate
 from optimizer.errors import ConfigError
+from optimizer.lm import LM
 from optimizer.prompt import Prompt
 from optimizer.select import RandomDemos, fixed_draw, prompt_demos
 from optimizer.task import Example, load_task
@@ -110,3 +112,14 @@ def test_cli_tasks_and_cache(run_cli) -> None:
     assert code == 0 and json.loads(out)["entries"] == {}
     code, out, _ = run_cli("cache", "clear", "--json")
     assert code == 0 and json.loads(out) == {"deleted": 0}
+
+
+def test_cli_eval_shows_model_output_as_text_not_rich_markup(run_cli, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich reads `[...]` as markup: `[/INST]` in an answer used to crash the failures table (MarkupError)."""
+    answer = "[/INST] [bold]maybe\\"
+    monkeypatch.setattr(cli, "LM", lambda model, **kwargs: LM(model, backend=ScriptedBackend(lambda _: answer),
+                                                              **kwargs))
+    code, out, err = run_cli("eval", str(write_task(tmp_path / "t")), "--model", "fake/x", "--limit", "1")
+    assert code == 0, err
+    assert answer in out and answer + "\\" not in out and "label_outside_set 1" in out

@@ -348,3 +348,12 @@ def test_cli_select_errors(run_cli, tmp_path: Path) -> None:
     one.write_text('{"text": "a", "label": "b"}\n')
     code, _, err = run_cli("select", str(one), "x", "-k", "3")
     assert code == 2 and "k=3 is larger than the demo pool (1 examples)" in err
+
+
+def test_cli_select_shows_pool_records_and_the_query_as_text_not_rich_markup(run_cli, tmp_path: Path) -> None:
+    """rich reads `[...]` as markup: `[/INST]` in a pool record used to crash the table (MarkupError)."""
+    data = tmp_path / "pool.jsonl"
+    data.write_text('{"text": "see [/INST] here", "label": "[b]a\\\\"}\n{"text": "other thing", "label": "b"}\n')
+    code, out, err = run_cli("select", str(data), "[/q] see here", "-k", "1", "--embedder", "tfidf")
+    assert code == 0, err
+    assert "'[/q] see here'" in out and '{"text": "see [/INST] here", "label": "[b]a\\\\"}' in out
