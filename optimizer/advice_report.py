@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .advise import Advice, Measurements
 from .errors import writing
-from .render import figure, html_table, image, md_table, page, png
+from .render import figure, html_table, image, md_table, md_text, page, png
 
 
 WHAT = "the advice report"
@@ -77,8 +77,8 @@ def expected_text(advice: Advice) -> str:
 def markdown(advice: Advice) -> str:
     m = advice.measurements
     parts = [
-        f"# formfit advise: {m.task}", f"Model `{m.model}`.",
-        f"## Verdict: {advice.title}", "\n".join(f"- {reason}" for reason in advice.reasons),
+        f"# formfit advise: {m.task}", f"Model {md_text(m.model)}.",
+        f"## Verdict: {advice.title}", "\n".join(f"- {md_text(reason)}" for reason in advice.reasons),
         f"Expected gain: {expected_text(advice)}.",
         "## Measurements", md_table(["", ""], measurement_rows(advice)),
         "## Curves (score with 95% bootstrap interval)", md_table(["curve", "x", "score", "prompt tokens"],

@@ -24,13 +24,15 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}pre{background:#f7f7f7;
 MD_CELL = str.maketrans({"\\": "\\\\", "|": "\\|", "`": "\\`", "&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table; each cell is one line (whitespace runs and newlines become one space), shown as written."""
-    def cell(text: str) -> str:
-        return " ".join(str(text).split()).translate(MD_CELL)
+def md_text(text: object) -> str:
+    """`text` as one line of Markdown shown as written (whitespace runs and newlines become one space)."""
+    return " ".join(str(text).split()).translate(MD_CELL)
 
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table whose cells are `md_text`."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_text(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

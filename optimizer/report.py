@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .analyze import Analysis
-from .render import figure, html_table, image, md_code, md_table, page, png
+from .render import figure, html_table, image, md_code, md_table, md_text, page, png
 from .search import OptimizeResult
 
 
@@ -105,7 +105,7 @@ def settings_text(result: OptimizeResult) -> str:
 def markdown(result: OptimizeResult) -> str:
     parts = [
         f"# formfit optimize: {result.task}",
-        f"Model `{result.model}`, seed {result.seed}, embedder `{result.embedder}`. "
+        f"Model {md_text(result.model)}, seed {result.seed}, embedder {md_text(result.embedder)}. "
         f"Optimized prompt: {settings_text(result)}.",
         "## Scores", md_table(["split", "baseline", "optimized", "gain"], score_rows(result)),
         "## Score per round",

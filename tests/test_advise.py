@@ -111,6 +111,8 @@ def test_remaining_form_errors_mean_fine_tune_for_form() -> None:
     assert "assumed, not a bootstrap interval" in advice.gain_note
     assert advice.to_dict()["expected_gain_note"] == advice.gain_note
     assert f"Expected gain: +7.5 [+5.0, +10.0] pts ({advice.gain_note})." in markdown(advice)
+    hostile = markdown(decide(replace(form, model="fake/<b>x</b>"), FREE))
+    assert "<b>" not in hostile and "Model fake/&lt;b&gt;x&lt;/b&gt;." in hostile  # shown as written
 
 
 def test_form_errors_under_an_already_constrained_program_are_not_blamed_on_the_backend() -> None:
