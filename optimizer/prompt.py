@@ -154,9 +154,13 @@ def _parse_sql(task: Task, text: str) -> Parsed:
     return Parsed(_first_statement(text[match.start():]), "extra_text" if match.start() else None)
 
 
+_UNCHECKABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _first_statement(sql: str) -> str:
     """`sql` up to the `;` that ends its first statement (one inside a string literal or a comment does not)."""
-    ends = (end for end, char in enumerate(sql) if char == ";" and sqlite3.complete_statement(sql[: end + 1]))
+    checkable = _UNCHECKABLE.sub(" ", sql)  # sqlite3 refuses NUL and lone surrogates; one space each keeps the indices
+    ends = (end for end, char in enumerate(sql) if char == ";" and sqlite3.complete_statement(checkable[: end + 1]))
     return sql[: next(ends, len(sql))].strip()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -279,21 +280,30 @@ def _split_rows(spec: dict[str, Any], root: Path, where) -> dict[str, tuple[Path
         if "split" in spec:
             raise TaskError(f"{where('split')}: 'split' only applies when 'data' is a single file")
         paths = {name: _data_path(root, ref, where) for name, ref in data.items()}
-        splits = {name: (path, _with_ids(path, read_rows(path))) for name, path in paths.items()}
+        prefixes = _id_prefixes(root, paths.values())
+        splits = {name: (path, _with_ids(prefixes[path], read_rows(path))) for name, path in paths.items()}
     else:
         path = _data_path(root, data, where)
         fractions = _fractions(spec.get("split", DEFAULT_FRACTIONS), where)
         seed = spec.get("seed", 0)
         if not isinstance(seed, int):
             raise TaskError(f"{where('seed')}: 'seed' must be an integer, got {_kind(seed)}")
-        cut = split_records(_with_ids(path, read_rows(path)), fractions, seed)
+        cut = split_records(_with_ids(path.stem, read_rows(path)), fractions, seed)
         splits = {name: (path, rows) for name, rows in cut.items()}
     return splits
 
 
-def _with_ids(path: Path, rows: list[Row]) -> list[Row]:
+def _id_prefixes(root: Path, paths: Collection[Path]) -> dict[Path, str]:
+    """What generated ids start with: the file's stem, or its path in the task folder when two files share a stem
+    (train/data.jsonl and test/data.jsonl)."""
+    stems = Counter(path.stem for path in set(paths))
+    return {path: path.stem if stems[path.stem] == 1 else path.relative_to(root).with_suffix("").as_posix()
+            for path in paths}
+
+
+def _with_ids(prefix: str, rows: list[Row]) -> list[Row]:
     """Give records without an `id` one from their place in the file, before any split reorders them."""
-    return [(line, {"id": f"{path.stem}-{n}", **record}) for n, (line, record) in enumerate(rows, start=1)]
+    return [(line, {"id": f"{prefix}-{n}", **record}) for n, (line, record) in enumerate(rows, start=1)]
 
 
 def _fractions(value: Any, where) -> dict[str, float]:

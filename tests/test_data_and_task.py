@@ -82,6 +82,21 @@ def test_single_file_is_split_with_seed(tmp_path: Path) -> None:
     assert task.split("train")[0].id.startswith("all-")
 
 
+def test_split_files_of_the_same_name_get_ids_apart(tmp_path: Path) -> None:
+    """Records without ids are numbered per file; two files named data.jsonl are told apart by their folders."""
+    rows = lambda n: "".join(json.dumps({"text": f"t{i}", "label": "yes"}) + "\n" for i in range(n))  # noqa: E731
+    for folder in ("t/train", "t/test"):
+        (tmp_path / folder).mkdir(parents=True)
+    root = write_task(tmp_path / "t", {**SPEC, "data": {"train": "train/data.jsonl", "test": "test/data.jsonl"}},
+                      {"train/data.jsonl": rows(3), "test/data.jsonl": rows(2)})
+    task = load_task(root)
+    assert [e.id for e in task.split("train")] == ["train/data-1", "train/data-2", "train/data-3"]
+    assert [e.id for e in task.split("test")] == ["test/data-1", "test/data-2"]
+    other = write_task(tmp_path / "u", {**SPEC, "data": {"train": "train.jsonl", "test": "test.jsonl"}},
+                       {"train.jsonl": rows(2), "test.jsonl": rows(1)})
+    assert [e.id for e in load_task(other).split("test")] == ["test-1"]  # a unique stem keeps the short id
+
+
 def test_with_context_shows_the_context_first(tmp_path: Path) -> None:
     facts = load_task("fictional_facts")
     probe = facts.with_context()

@@ -84,6 +84,7 @@ def test_sql_parsing_strips_prose() -> None:
     ("Done with it; SELECT n FROM t", "SELECT n FROM t"),
     ("The query: WITH big AS (SELECT n FROM t) SELECT * FROM big;", "WITH big AS (SELECT n FROM t) SELECT * FROM big"),
     ("with recursive c(x) as (select 1) select x from c", "with recursive c(x) as (select 1) select x from c"),
+    ("SELECT '\x00\ud800;'; SELECT 2", "SELECT '\x00\ud800;'"),  # characters sqlite3 refuses to check
 ])
 def test_sql_parsing_takes_the_first_whole_statement(text: str, query: str) -> None:
     """A `;` in a string literal or a comment does not end the query; prose `with` does not start it, a CTE does."""
