@@ -7,7 +7,7 @@ curve point), that program with constrained output and with the task's context s
 error taxonomy of the best program. Every score carries a bootstrap interval over the examples.
 
 `decide()` turns the measurements into one verdict with its reasons as numbers, the expected gain as an interval
-(a measured bootstrap interval, or for form errors an assumed range, marked as such; none for a pilot) and the cost
+(a measured bootstrap interval, or for fine-tune for form an assumption, marked as such; none for a pilot) and the cost
 break-even. The rules and their thresholds are module constants, in the order they are tried:
 
 1. *add retrieval, do not fine-tune for this*: showing the context gains >= CONTEXT_GAIN (interval above 0) and
@@ -367,7 +367,8 @@ def _rule(m: Measurements, cost: BreakEven, monthly_calls: int | None,
             best, f"{m.n_labels} labels, and the demo curve still rises ({_gain(m.demo_gain)} for the last doubling "
                   f"of k): the prompt cannot hold enough examples of every label boundary",
             "with many labels, fine-tuning learns boundaries that in-context examples do not reach (LongICLBench)",
-        ], m.demo_gain, ""
+        ], m.demo_gain, ("assumed, not measured for a fine-tune: the last doubling of k's gain, what one more step "
+                         "of examples per label bought in the prompt")
     if m.pool_gain and m.pool_gain.low > 0 and m.pool_gain.value >= MORE_DATA:
         return "collect_data", [
             best, f"each doubling of the demo pool adds {_gain(m.pool_gain)} (pool of {m.n_pool})",

@@ -131,6 +131,8 @@ def test_many_labels_with_a_rising_curve_mean_fine_tune_for_form() -> None:
     rising = replace(BASE, n_labels=MANY_LABELS, demo_gain=est(0.06), best=est(0.5))
     assert verdict(rising) == "fine_tune_form"
     assert verdict(replace(rising, n_labels=MANY_LABELS - 1)) == "pilot"
+    advice = decide(rising, FREE)  # the gain shown is the demo curve's, and the report says it is assumed
+    assert advice.expected_gain == rising.demo_gain and advice.gain_note.startswith("assumed, not measured")
 
 
 def test_the_pilot_names_the_curves_as_measured_and_gives_no_expected_gain() -> None:
