@@ -52,10 +52,15 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{located(path, line)}: not valid UTF-8 (byte {raw[exc.start]:#x})") from None
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text, split at \\n only: `str.splitlines()` would also cut at U+2028, \\x0c, ... which
+    JSON strings may hold raw (`json.dumps(..., ensure_ascii=False)` writes them so). No empty last line."""
+    return text.removesuffix("\n").split("\n") if text else []
+
+
 def _jsonl(path: Path, text: str) -> list[Row]:
     records = []
-    # split on \n only: str.splitlines() would also cut at U+2028, \x0c, ... which JSON strings may hold raw
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         try:

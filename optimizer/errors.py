@@ -102,9 +102,10 @@ def public_url(url: str | None) -> str | None:
     if not url:
         return url
     try:
-        netloc = urlsplit(url).netloc
+        parts = urlsplit(url)
     except ValueError:  # an unparsable URL (bad IPv6 bracket): keep nothing before its last @
-        return _QUERY_SECRET.sub(r"\1***", _URL_CREDENTIALS.sub("", url))
-    if "@" in netloc:
-        url = urlunsplit(urlsplit(url)._replace(netloc=netloc.rpartition("@")[2]))
+        url = _URL_CREDENTIALS.sub("", url)
+    else:
+        if "@" in parts.netloc:
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     return _QUERY_SECRET.sub(r"\1***", url)

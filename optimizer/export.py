@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .data import jsonl_lines
 from .errors import ConfigError, DataError, writing
 from .prompt import Prompt, render_gold, render_inputs
 from .select import fixed_demos
@@ -71,9 +72,7 @@ def validate_openai_jsonl(path: str | Path) -> int:
     """Check every line of a chat fine-tuning file; returns the number of examples, or raises `DataError`
     naming the line."""
     count = 0
-    text = Path(path).read_text(encoding="utf-8")
-    lines = text.removesuffix("\n").split("\n") if text else []  # not splitlines: it splits at U+2028 in a text
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(jsonl_lines(Path(path).read_text(encoding="utf-8")), start=1):
         where = f"{path}:{number}"
         try:
             record = json.loads(line)

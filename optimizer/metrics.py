@@ -176,6 +176,8 @@ def _load_file(path: Path, folder: Path) -> ModuleType:
     `folder` is on the import path only while the module runs (for its imports of files in the task folder)."""
     resolved = path.resolve()
     name = f"_formfit_metric_{hashlib.sha256(str(resolved).encode()).hexdigest()[:16]}_{resolved.stem}"
+    if name in sys.modules:  # every evaluation asks for the metric: the file runs once, as an import would
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, resolved)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

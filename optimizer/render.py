@@ -1,7 +1,7 @@
 """Pieces shared by the HTML and Markdown reports: tables, escaped HTML pages, matplotlib figures as PNG.
 
 Every text that came from a model or a data file goes through `html.escape` here; pages carry no scripts. In
-Markdown it is escaped too (`md_table`, `md_code`), so it shows as written and cannot break the document.
+Markdown it is escaped too (`md_text`, `md_table`, `md_code`), so it shows as written and cannot break the document.
 """
 
 from __future__ import annotations

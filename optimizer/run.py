@@ -51,7 +51,8 @@ class RunFolder:
 
     def finish(self, task: Task, result: OptimizeResult, lm: LM) -> dict[str, str]:
         """Write result.json, the program and the reports; returns their paths."""
-        (self.path / "result.json").write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        result_json = json.dumps(result.to_dict(), indent=2, ensure_ascii=False)
+        (self.path / "result.json").write_text(result_json, encoding="utf-8")
         pool, _ = split_dev(task, int(self.settings["dev_size"]), result.seed)
         embedder = make_embedder(str(self.settings["embedder"]), api_base=lm.api_base, cache=lm.cache)
         scores = {"dev": result.dev_scores, "test": result.test_scores}

@@ -19,7 +19,7 @@ import numpy as np
 
 from .cache import Cache, cache_key
 from .embed import Embedder, TfidfEmbedder, embedder_from_spec, make_embedder
-from .data import read_rows
+from .data import jsonl_lines, read_rows
 from .errors import ConfigError, DataError, check_format, located, writing
 from .prompt import Prompt
 from .task import Example, Task
@@ -380,7 +380,7 @@ class ExampleSelector:
         directory = Path(directory)
         try:
             meta = json.loads((directory / "selector.json").read_text(encoding="utf-8"))
-            lines = (directory / "examples.jsonl").read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028
+            lines = jsonl_lines((directory / "examples.jsonl").read_text(encoding="utf-8"))
             examples = [json.loads(line) for line in lines if line]
             matrix = np.load(directory / "embeddings.npy")
             idf = np.load(directory / "idf.npy") if (directory / "idf.npy").exists() else None
@@ -404,7 +404,7 @@ def _check_saved(directory: Path, meta: Any, examples: list[Any], matrix: np.nda
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise ConfigError(f"{where}: not a saved selector (no config object)")
     missing = [key for key in ("embedder", "embedder_id") if key not in meta]
-    missing += [key for key in ("input_keys",) if key not in meta["config"]]
+    missing += [] if "input_keys" in meta["config"] else ["input_keys"]
     if missing:
         raise ConfigError(f"{where}: not a saved selector (no {', '.join(missing)})")
     if not all(isinstance(example, dict) for example in examples):
