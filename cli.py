@@ -29,9 +29,9 @@ from optimizer.embedder_choice import task_embedder
 from optimizer.errors import ConfigError
 from optimizer.program import load_program
 from optimizer.run import RunFolder
-from optimizer.search import SearchConfig, default_dev_size, optimize, search_embedder
+from optimizer.search import SearchConfig, default_dev_size, optimize, search_embedder, split_dev
 from optimizer.select import DEDUPE, STRATEGIES, ExampleSelector, demo_source, example_record, file_pool
-from optimizer.task import BUILTIN_DIR, builtin_tasks, load_task
+from optimizer.task import BUILTIN_DIR, Task, builtin_tasks, load_task
 
 err = Console(stderr=True)
 out = Console()
@@ -205,6 +205,7 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
     task = load_task(task_ref)
     dev_size = dev_size or default_dev_size(lm_args["budget"])
+    check_budget_covers_dev(task, dev_size, seed, lm_args["budget"])
     # Models and embedder are checked before the run folder is written: a typo must not leave a run.json behind.
     lm = make_lm(**{**lm_args, "charge_cache_hits": True})
     proposer = make_lm(**{**lm_args, "model": proposer_model, "charge_cache_hits": True}) if proposer_model else None
@@ -240,6 +241,15 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     out.print(table)
     out.print(f"calls charged {result.calls}" + (f" of {result.budget}" if result.budget else "") +
               f"; program {paths['program']}; report {paths['report_html']}", markup=False, highlight=False)
+
+
+def check_budget_covers_dev(task: Task, dev_size: int, seed: int, budget: int | None) -> None:
+    """A budget below the baseline's dev evaluation (the search's first spend) is a bad --budget, refused before
+    the run folder is written, so the corrected command needs no --resume."""
+    needed = len(split_dev(task, dev_size, seed)[1])
+    if budget is not None and budget < needed:
+        raise ConfigError(f"--budget {budget} cannot cover the baseline's evaluation on {needed} dev examples; "
+                          "raise --budget or lower --dev-size")
 
 
 def default_run_dir(task: str, lm_args: dict[str, Any], seed: int) -> str:

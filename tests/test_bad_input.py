@@ -603,6 +603,23 @@ def test_a_mistyped_model_or_embedder_leaves_no_run_behind(args: list[str], run_
     assert code == 0, err
 
 
+def test_a_budget_below_the_baseline_dev_evaluation_leaves_no_run_behind(run_cli, tmp_path: Path,
+                                                                         fake_model) -> None:
+    """A --budget that cannot pay for the baseline's dev evaluation is a bad option, found before run.json is
+    written: the corrected command (a larger budget, or a smaller dev set) runs in the same --out."""
+    root = write_task(tmp_path / "t", files={"train.jsonl": jsonl(*rows(30)), "test.jsonl": jsonl(*rows(4, 30))})
+    out_dir = tmp_path / "run"
+    backend = FlakyBackend()
+    fake_model(backend)
+    command = ["optimize", str(root), "--out", str(out_dir), "--model", "fake/x", "--dev-size", "6"]
+    code, out, err = run_cli(*command, "--budget", "5")
+    assert_one_line_error(code, out, err, "--budget 5 cannot cover the baseline's evaluation on 6 dev examples",
+                          "--dev-size")
+    assert not (out_dir / "run.json").exists() and backend.calls == 0
+    code, _, err = run_cli(*command, "--budget", "20", "--rounds", "1", "--demo-sets", "0", "--no-test", "--json")
+    assert code == 0, err
+
+
 def test_a_gguf_file_llama_cpp_cannot_load_is_one_line_exit_2(run_cli, tmp_path: Path) -> None:
     """The real llama.cpp, on a file that is no GGUF model (it fails at once, before any call)."""
     root = write_task(tmp_path / "t")
