@@ -230,7 +230,8 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
                "dev": result.dev_scores, "test": result.test_scores, "calls": result.calls, "budget": result.budget,
                "stopped": result.stopped, "best": result.best.to_dict(), **paths,
                "usage": {key: lm.usage.to_dict()[key] + unlimited.usage.to_dict()[key]
-                         for key in lm.usage.to_dict()}, "proposer_usage": result.proposer_usage}
+                         for key in lm.usage.to_dict()}, "proposer_usage": result.proposer_usage,
+               "test_usage": result.test_usage}
     if as_json:
         click.echo(json.dumps(summary))
         return

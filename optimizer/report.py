@@ -48,19 +48,21 @@ def cost_rows(result: OptimizeResult) -> list[list[str]]:
         ["retries", str(usage["retries"])],
         ["prompt / completion tokens (real calls)", f"{usage['prompt_tokens']:,} / {usage['completion_tokens']:,}"],
         ["cost", f"${usage['cost_usd']:.4f}"],
-        *proposer_rows(result.proposer_usage),
+        *usage_rows("test split and context probe (outside the budget)", result.test_usage),
+        *usage_rows("proposer", result.proposer_usage),
         ["wall time", f"{result.wall_s:.1f} s (LM calls {usage['call_seconds']:.1f} s)"],
         ["stopped", result.stopped or "all rounds done"],
     ]
 
 
-def proposer_rows(usage: dict[str, Any] | None) -> list[list[str]]:
-    """The proposer model's share (its calls count in the budget too), when there is one."""
+def usage_rows(name: str, usage: dict[str, Any] | None) -> list[list[str]]:
+    """Calls, tokens and cost of another LM of the run, when there is one: the proposer (its calls count in the
+    budget too) or the test split's and context probe's (outside it)."""
     if usage is None:
         return []
-    return [["proposer: real LM calls / cache hits", f"{usage['lm_calls']} / {usage['cache_hits']}"],
-            ["proposer: prompt / completion tokens", f"{usage['prompt_tokens']:,} / {usage['completion_tokens']:,}"],
-            ["proposer: cost", f"${usage['cost_usd']:.4f}"]]
+    return [[f"{name}: real LM calls / cache hits", f"{usage['lm_calls']} / {usage['cache_hits']}"],
+            [f"{name}: prompt / completion tokens", f"{usage['prompt_tokens']:,} / {usage['completion_tokens']:,}"],
+            [f"{name}: cost", f"${usage['cost_usd']:.4f}"]]
 
 
 def candidate_rows(result: OptimizeResult) -> list[list[str]]:

@@ -118,6 +118,7 @@ class OptimizeResult:
     wall_s: float
     test_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     proposer_usage: dict[str, Any] | None = None  # the proposer model's own calls, tokens and cost, when there is one
+    test_usage: dict[str, Any] | None = None  # `test_lm`'s calls (test split, context probe), outside the budget
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +129,7 @@ class OptimizeResult:
             "rounds": [r.to_dict() for r in self.rounds],
             "analysis_before": self.analysis_before.to_dict(), "analysis_after": self.analysis_after.to_dict(),
             "calls": self.calls, "usage": self.usage, "proposer_usage": self.proposer_usage,
+            "test_usage": self.test_usage,
             "stopped": self.stopped, "wall_s": round(self.wall_s, 3),
         }
 
@@ -338,7 +340,8 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
              embedder: Embedder | None = None) -> OptimizeResult:
     """Search for a better prompt for `task` with `lm` (whose Budget should charge cache hits, see above).
 
-    `test_lm` (the same model, outside the budget) scores baseline and best on the test split when given.
+    `test_lm` (the same model, outside the budget) scores baseline and best on the test split and runs the context
+    probe when given; its own usage counters (see `LM.with_budget`) become `test_usage`.
     """
     start = time.perf_counter()
     config = config or SearchConfig()
@@ -363,6 +366,7 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
         trials=tuple(search.trials), rounds=tuple(search.rounds), analysis_before=before, analysis_after=after,
         calls=lm.budget.calls, usage=lm.usage.to_dict(), stopped=stopped, wall_s=time.perf_counter() - start,
         test_rows=test_rows, proposer_usage=proposer.usage.to_dict() if proposer is not None else None,
+        test_usage=test_lm.usage.to_dict() if test_lm is not None else None,
     )
 
 

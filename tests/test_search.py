@@ -278,6 +278,26 @@ def test_the_proposer_models_calls_are_reported_beside_the_task_models(planted, 
                     seed=1).to_dict()["proposer_usage"] is None
 
 
+def test_the_test_splits_calls_are_reported_beside_the_searchs(planted, tmp_path: Path) -> None:
+    """The test split is scored outside the budget, by `test_lm`; its real calls and cost are in the result and the
+    report (the two together are every call the backend answered), not left out of them."""
+    from optimizer.report import cost_rows
+
+    backend = RecordingBackend()
+    lm = model(Cache(tmp_path / "c"), 300, backend)
+    result = optimize(planted, lm, config=CONFIG, seed=1, test_lm=lm.with_budget(Budget()))
+    usage, test_usage = result.usage, result.test_usage
+    assert test_usage is not None and test_usage["lm_calls"] == 2 * len(planted.split("test"))
+    assert usage["lm_calls"] + test_usage["lm_calls"] == backend.calls
+    assert test_usage["cost_usd"] == pytest.approx(0.001 * test_usage["lm_calls"])
+    assert result.to_dict()["test_usage"] == test_usage
+    name = "test split and context probe (outside the budget)"
+    assert [f"{name}: real LM calls / cache hits", f"{test_usage['lm_calls']} / 0"] in cost_rows(result)
+    assert [f"{name}: cost", f"${test_usage['cost_usd']:.4f}"] in cost_rows(result)
+    assert optimize(planted, model(Cache(tmp_path / "d"), 300, RecordingBackend()), config=CONFIG,
+                    seed=1).test_usage is None
+
+
 def test_a_litellm_embedder_reaches_the_api_base_in_optimize_and_advise(planted, tmp_path: Path, monkeypatch) -> None:
     """`--api-base` serves the embedder too (as in `eval`): the saved program's selector and advise's curves embed
     through it. LiteLLM's embedding call is replaced by one that records where it was sent."""
