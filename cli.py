@@ -481,20 +481,22 @@ def cache_clear(cache_dir: str | None, namespace: str | None, as_json: bool) -> 
     click.echo(json.dumps({"deleted": deleted}) if as_json else f"deleted {deleted:,} entries")
 
 
+INTERRUPTED = ("interrupted; rerun the same command to resume, adding --resume for optimize (completed LM calls are "
+               "cached)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors are one line on stderr with exit 2; Ctrl-C keeps what is cached."""
     try:
         cli.main(args=argv, prog_name="formfit", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.Abort:
-        _fail("interrupted; rerun the same command to resume (completed LM calls are cached)", 130)
+    except (click.Abort, KeyboardInterrupt):
+        _fail(INTERRUPTED, 130)
     except click.ClickException as exc:
         _fail(exc.format_message(), 2)
     except FormfitError as exc:
         _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; rerun the same command to resume (completed LM calls are cached)", 130)
 
 
 def _fail(message: str, code: int) -> None:

@@ -660,6 +660,37 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> Callable[[FlakyBackend], None
     return use
 
 
+class CtrlCBackend(FlakyBackend):
+    """Like FlakyBackend, but the user presses Ctrl-C during call number `after + 1`."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def call(self, request, timeout):
+        if len(self.seen) >= self.after:
+            raise KeyboardInterrupt
+        return super().call(request, timeout)
+
+
+def test_an_interrupted_optimize_says_how_to_resume_it(run_cli, tmp_path: Path, fake_model) -> None:
+    """Ctrl-C mid-search: exit 130 and one line that names --resume (the same command without it is refused, as the
+    run folder is taken); with it, the run ends without repeating a completed call."""
+    root = write_task(tmp_path / "t", files={"train.jsonl": jsonl(*rows(30)), "test.jsonl": jsonl(*rows(4, 30))})
+    command = ["optimize", str(root), "--out", str(tmp_path / "run"), "--model", "fake/x", "--budget", "40",
+               "--rounds", "1", "--demo-sets", "0", "--concurrency", "1", "--json"]
+    first = CtrlCBackend(after=10)
+    fake_model(first)
+    code, out, err = run_cli(*command)
+    assert code == 130 and out == "" and err.strip().splitlines() == [err.strip()]  # click adds a newline after ^C
+    assert "--resume" in err and "Traceback" not in err
+    second = FlakyBackend()
+    fake_model(second)
+    code, _, err = run_cli(*command, "--resume")
+    assert code == 0, err
+    assert len(first.seen) == 10 and not set(first.seen) & set(second.seen)
+
+
 def eval_task(tmp_path: Path) -> Path:
     return write_task(tmp_path / "t", files={"train.jsonl": jsonl(*rows(4)), "test.jsonl": jsonl(*rows(8, 10))})
 
