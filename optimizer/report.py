@@ -50,9 +50,15 @@ def cost_rows(result: OptimizeResult) -> list[list[str]]:
         ["cost", f"${usage['cost_usd']:.4f}"],
         *usage_rows("test split and context probe (outside the budget)", result.test_usage),
         *usage_rows("proposer", result.proposer_usage),
-        ["wall time", f"{result.wall_s:.1f} s (LM calls {usage['call_seconds']:.1f} s)"],
+        ["wall time", f"{result.wall_s:.1f} s (LM calls {call_seconds(result):.1f} s)"],
         ["stopped", result.stopped or "all rounds done"],
     ]
+
+
+def call_seconds(result: OptimizeResult) -> float:
+    """Seconds spent in real LM calls during the run: the search's, the proposer's and the test split's."""
+    return sum(usage["call_seconds"] for usage in (result.usage, result.proposer_usage, result.test_usage)
+               if usage is not None)
 
 
 def usage_rows(name: str, usage: dict[str, Any] | None) -> list[list[str]]:

@@ -279,11 +279,15 @@ def test_the_proposer_models_calls_are_reported_beside_the_task_models(planted, 
 
 
 def test_the_test_splits_calls_are_reported_beside_the_searchs(planted, tmp_path: Path) -> None:
-    """The test split is scored outside the budget, by `test_lm`; its real calls and cost are in the result and the
-    report (the two together are every call the backend answered), not left out of them."""
+    """The test split is scored outside the budget, by `test_lm`; its real calls, cost and call time are in the result
+    and the report (the two together are every call the backend answered), not left out of them."""
     from optimizer.report import cost_rows
 
-    backend = RecordingBackend()
+    class Timed(RecordingBackend):
+        def call(self, request, timeout):
+            return replace(super().call(request, timeout), latency_s=0.5)
+
+    backend = Timed()
     lm = model(Cache(tmp_path / "c"), 300, backend)
     result = optimize(planted, lm, config=CONFIG, seed=1, test_lm=lm.with_budget(Budget()))
     usage, test_usage = result.usage, result.test_usage
@@ -294,6 +298,8 @@ def test_the_test_splits_calls_are_reported_beside_the_searchs(planted, tmp_path
     name = "test split and context probe (outside the budget)"
     assert [f"{name}: real LM calls / cache hits", f"{test_usage['lm_calls']} / 0"] in cost_rows(result)
     assert [f"{name}: cost", f"${test_usage['cost_usd']:.4f}"] in cost_rows(result)
+    seconds = 0.5 * backend.calls  # all of them, not only the search's
+    assert ["wall time", f"{result.wall_s:.1f} s (LM calls {seconds:.1f} s)"] in cost_rows(result)
     assert optimize(planted, model(Cache(tmp_path / "d"), 300, RecordingBackend()), config=CONFIG,
                     seed=1).test_usage is None
 
