@@ -197,7 +197,8 @@ def literal(value: Any, style: str = "") -> Text:
               help="Run folder [default: runs/TASK-MODEL-sSEED-bBUDGET].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (completed LM calls are not repeated).")
 @click.option("--test/--no-test", "run_test", default=True, show_default=True,
-              help="Score baseline and optimized prompt on the test split (outside the budget).")
+              help="Score baseline and optimized prompt on the test split and, for a task with a context field, "
+                   "find dev failures the context fixes (fact errors); both outside the budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
 def optimize_command(task_ref: str, proposer_model: str | None, seed: int, rounds: int, demo_sets: int,
                      dev_size: int | None, embedder: str, out_dir: str | None, resume: bool, run_test: bool,
