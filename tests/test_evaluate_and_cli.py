@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import cli
 from conftest import ScriptedBackend, last_user_text, write_task
 from optimizer.evaluate import evaluate
 from optimizer.errors import ConfigError
-from optimizer.lm import LM
+from optimizer.lm import LM, Budget
 from optimizer.prompt import Prompt
 from optimizer.select import RandomDemos, fixed_draw, prompt_demos
 from optimizer.task import Example, load_task
@@ -38,6 +39,34 @@ def test_wrong_but_well_formed_is_a_content_error(tmp_path: Path, scripted_lm) -
     task = load_task(write_task(tmp_path / "t"))
     result = evaluate(task, task.instruction, scripted_lm(lambda r: "no"), task.split("test"))
     assert {row.error_kind for row in result.failures} == {"content"}
+
+
+class SlowBackend(ScriptedBackend):
+    """Takes a moment per call, so that parallel calls overlap."""
+
+    def call(self, request, timeout):
+        time.sleep(0.05)
+        return super().call(request, timeout)
+
+
+@pytest.mark.parametrize("budget", [None, 3])
+def test_a_repeated_input_is_asked_once_even_with_parallel_calls(tmp_path: Path, cache, budget: int | None) -> None:
+    """Eight test rows with the same text (real datasets repeat inputs) and eight calls in parallel: the one request
+    is made once and the seven others are answered by the cache, as one call at a time would; the budget of real
+    calls holds (it charges a request once, so parallel copies went past it)."""
+    rows = [{"id": f"t{i}", "text": "the same ticket", "label": "yes"} for i in range(8)]
+    train = [{**row, "id": f"p{i}"} for i, row in enumerate(rows[:2])]
+    task = load_task(write_task(tmp_path / "t", files={"train.jsonl": jsonl_text(train),
+                                                       "test.jsonl": jsonl_text(rows)}))
+    backend = SlowBackend(lambda request: "yes")
+    lm = LM("fake/x", cache=cache, budget=Budget(budget), backend=backend, concurrency=8)
+    result = evaluate(task, task.instruction, lm, task.split("test"))
+    assert backend.calls == 1 and lm.usage.to_dict()["cache_hits"] == 7
+    assert [row.score for row in result.rows] == [1.0] * 8 and result.stopped is None
+
+
+def jsonl_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
 
 
 def test_random_demos_are_seeded_and_exclude_the_query(tmp_path: Path) -> None:
