@@ -198,6 +198,18 @@ def test_run_folder_program_and_reports(planted, tmp_path: Path) -> None:
         RunFolder.open(tmp_path / "run", True, {**settings, "seed": 2})
 
 
+def test_a_run_folder_that_cannot_take_the_results_is_a_one_line_error(planted, tmp_path: Path) -> None:
+    """Writing the results fails (here a folder stands where report.html goes; a full disk alike): a ConfigError
+    naming the run folder, not a traceback; the search itself is in the cache."""
+    settings = {"task": str(planted.root), "seed": 1, "dev_size": 20, "embedder": "tfidf"}
+    run = RunFolder.open(tmp_path / "run", False, settings)
+    lm = model(Cache(tmp_path / "c"), 60, RecordingBackend())
+    result = optimize(planted, lm, config=CONFIG, seed=1)
+    (run.path / "report.html").mkdir()
+    with pytest.raises(ConfigError, match=f"{run.path}: cannot write the run's result, program and reports"):
+        run.finish(planted, result, lm)
+
+
 def test_a_run_recorded_with_a_relative_task_path_resumes_from_its_folder(tmp_path: Path, monkeypatch) -> None:
     """Older formfit recorded the task as typed; a resume that names it absolutely (as formfit now does) matches."""
     (tmp_path / "t").mkdir()
