@@ -237,6 +237,9 @@ class _Search:
         incumbent, stopped, stale = baseline, None, 0
         try:
             for self._round in range(1, self.config.rounds + 1):
+                if self.dev_score(incumbent) >= 1.0:
+                    stopped = "dev score 1.0: no candidate can beat it"
+                    break
                 incumbent, accepted = self.round(incumbent)
                 stale = 0 if accepted else stale + 1
                 if stale >= self.config.patience:

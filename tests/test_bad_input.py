@@ -661,14 +661,17 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> Callable[[FlakyBackend], None
 
 
 class CtrlCBackend(FlakyBackend):
-    """Like FlakyBackend, but the user presses Ctrl-C during call number `after + 1`."""
+    """Like FlakyBackend, but wrong on every third item (so the search has failures to fix) and, with `after`, the
+    user presses Ctrl-C during call number `after + 1`."""
 
-    def __init__(self, after: int) -> None:
+    def __init__(self, after: int | None = None) -> None:
         super().__init__()
-        self.after = after
+        right, self.after = self.reply, after
+        self.reply = lambda request: "maybe" if int(re.search(r"item (\d+)", last_user_text(request))[1]) % 3 == 0 \
+            else right(request)
 
     def call(self, request, timeout):
-        if len(self.seen) >= self.after:
+        if self.after is not None and len(self.seen) >= self.after:
             raise KeyboardInterrupt
         return super().call(request, timeout)
 
@@ -684,7 +687,7 @@ def test_an_interrupted_optimize_says_how_to_resume_it(run_cli, tmp_path: Path, 
     code, out, err = run_cli(*command)
     assert code == 130 and out == "" and err.strip().splitlines() == [err.strip()]  # click adds a newline after ^C
     assert "--resume" in err and "Traceback" not in err
-    second = FlakyBackend()
+    second = CtrlCBackend()
     fake_model(second)
     code, _, err = run_cli(*command, "--resume")
     assert code == 0, err

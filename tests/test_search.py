@@ -80,8 +80,23 @@ def test_budget_is_never_exceeded(planted, tmp_path: Path, budget: int) -> None:
         return
     result = optimize(planted, lm, config=CONFIG, seed=1)
     assert result.calls <= budget and backend.calls <= budget and lm.budget.calls == result.calls
-    if budget < 600:
+    if budget < 600 and result.dev_scores["best"] < 1.0:
         assert result.stopped and result.stopped.startswith("budget")
+
+
+def test_a_perfect_dev_score_ends_the_search(planted, tmp_path: Path) -> None:
+    """No candidate can beat 1.0 on dev (acceptance needs a higher score), so nothing more is spent: a model right
+    from the start costs the baseline's dev evaluation only, and a found fix ends the search in its round."""
+    backend = ScriptedBackend(lambda request: re.search(r"about (\w+)", request.messages[-1]["content"]).group(1))
+    lm = LM("fake/right", cache=Cache(tmp_path / "c"), budget=Budget(1000, charge_cache_hits=True), backend=backend,
+            retry=RetryPolicy(base_s=0.001))
+    result = optimize(planted, lm, config=CONFIG, seed=1)
+    assert result.stopped == "dev score 1.0: no candidate can beat it" and not result.rounds
+    assert backend.calls == result.calls == len(planted.split("dev"))
+
+    fixed = optimize(planted, model(Cache(tmp_path / "p"), 1000, RecordingBackend()), config=CONFIG, seed=1)
+    assert fixed.dev_scores["best"] == 1.0 and fixed.stopped == "dev score 1.0: no candidate can beat it"
+    assert len(fixed.rounds) == 1 and fixed.calls < 1000
 
 
 def test_a_small_budget_still_races_and_confirms_a_fix(planted, tmp_path: Path) -> None:
