@@ -398,7 +398,7 @@ def export_command(run_dir: str, fmt: str, out_path: str | None, as_json: bool) 
 @cli.command("select")
 @click.argument("pool")
 @click.argument("text")
-@click.option("-k", "k", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("-k", "k", type=click.IntRange(min=1), default=None, help="[default: 4, or a saved selector's]")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="[default: knn, or a saved selector's]")
 @embedder_option
 @click.option("--input-key", "input_keys", multiple=True, help="Fields embedded (data files; default: all but label).")
@@ -408,7 +408,8 @@ def export_command(run_dir: str, fmt: str, out_path: str | None, as_json: bool) 
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR")
 @click.option("--api-base", default=None, help="Base URL for a LiteLLM embedding model on an OpenAI-compatible server.")
 @click.option("--json", "as_json", is_flag=True)
-def select_command(pool: str, text: str, k: int, strategy: str | None, embedder: str, input_keys: tuple[str, ...],
+def select_command(pool: str, text: str, k: int | None, strategy: str | None, embedder: str,
+                   input_keys: tuple[str, ...],
                    fields: dict[str, str], label_key: str | None, save_dir: str | None, cache_dir: str | None,
                    api_base: str | None, as_json: bool) -> None:
     """Show the K demos chosen for TEXT from POOL (a task's train split, a data file, or a saved selector)."""
@@ -417,9 +418,10 @@ def select_command(pool: str, text: str, k: int, strategy: str | None, embedder:
     query = {keys[0]: text, **fields}
     missing = [key for key in keys if key not in query]
     if missing:
+        unlabelled = "" if selector.config.label_key else "; no label field was found: name it with --label-key"
         raise ConfigError(f"the pool's input fields are {', '.join(keys)}: give {', '.join(missing)} with "
-                          "--input KEY=VALUE")
-    chosen = selector.select_scored(query, k=k)
+                          f"--input KEY=VALUE{unlabelled}")
+    chosen = selector.select_scored(query)
     if save_dir:
         selector.save(save_dir)
     if as_json:
@@ -434,12 +436,14 @@ def select_command(pool: str, text: str, k: int, strategy: str | None, embedder:
     out.print(table)
 
 
-def build_selector(pool: str, k: int, strategy: str | None, embedder: str, input_keys: tuple[str, ...],
+def build_selector(pool: str, k: int | None, strategy: str | None, embedder: str, input_keys: tuple[str, ...],
                    label_key: str | None, cache: Cache, api_base: str | None) -> ExampleSelector:
-    """A fitted selector from a saved selector folder, a data file, or a task's train split."""
+    """A fitted selector from a saved selector folder (k and strategy as saved unless given), a data file, or a
+    task's train split."""
     path = Path(pool)
     if (path / "selector.json").is_file():
-        return ExampleSelector.load(path, cache=cache, k=k, **({"strategy": strategy} if strategy else {}))
+        overrides = {key: value for key, value in (("k", k), ("strategy", strategy)) if value is not None}
+        return ExampleSelector.load(path, cache=cache, **overrides)
     if path.suffix in SUFFIXES and path.is_file():
         records, keys, label_key = file_pool(path, input_keys, label_key)
     else:
@@ -447,7 +451,7 @@ def build_selector(pool: str, k: int, strategy: str | None, embedder: str, input
         embedder = task_embedder(embedder, task, task.split("train"), cache=cache)
         records = [example_record(task, example) for example in task.split("train")]
         label_key, keys = task.output, input_keys or task.inputs
-    selector = ExampleSelector(make_embedder(embedder, cache=cache, api_base=api_base), k, input_keys=keys,
+    selector = ExampleSelector(make_embedder(embedder, cache=cache, api_base=api_base), k or 4, input_keys=keys,
                                strategy=strategy or "knn", label_key=label_key, dedupe=DEDUPE)
     return selector.fit(records)
 

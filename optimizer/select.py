@@ -477,6 +477,8 @@ def file_pool(path: str | Path, input_keys: Sequence[str] = (), label_key: str |
     if not rows:
         raise ConfigError(f"{path}: the pool is empty")
     first = rows[0][1]
+    if label_key is not None and label_key not in first:
+        raise ConfigError(f"{located(path, rows[0][0])}: no label field {label_key!r} (fields: {', '.join(first)})")
     label_key = label_key or next((key for key in ("label", "output") if key in first), None)
     keys = tuple(input_keys) or tuple(key for key in first if key not in (label_key, "id"))
     for line, record in rows:

@@ -533,6 +533,20 @@ def _(tmp: Path):
         "the pool's input fields are question, context: give context with --input KEY=VALUE"]
 
 
+@case("select-unlabelled-pool-names-label-key")
+def _(tmp: Path):
+    (tmp / "pool.jsonl").write_text(jsonl({"question": "q", "context": "c", "answer": "yes"}))
+    return ["select", str(tmp / "pool.jsonl"), "a question", "--input", "context=c"], [
+        "give answer with --input KEY=VALUE; no label field was found: name it with --label-key"]
+
+
+@case("select-label-key-not-in-the-pool")
+def _(tmp: Path):
+    (tmp / "pool.jsonl").write_text(jsonl({"question": "q", "answer": "yes"}))
+    return ["select", str(tmp / "pool.jsonl"), "a question", "--label-key", "nope"], [
+        "pool.jsonl:1: no label field 'nope' (fields: question, answer)"]
+
+
 @case("select-broken-pool-file")
 def _(tmp: Path):
     (tmp / "pool.jsonl").write_text(jsonl(ROW) + "{oops\n")

@@ -323,6 +323,9 @@ def test_cli_select_from_a_data_file_then_from_the_saved_selector(run_cli, tmp_p
     code, out, err = run_cli("select", str(tmp_path / "sel"), "charged two times", "-k", "1", "--json")
     assert code == 0, err
     assert json.loads(out)["demos"][0]["example"]["id"] == 4
+    code, out, err = run_cli("select", str(tmp_path / "sel"), "charged two times", "--json")  # k as saved
+    assert code == 0, err
+    assert len(json.loads(out)["demos"]) == 2
 
 
 def test_cli_select_on_a_pool_of_several_inputs_takes_the_others_with_input(run_cli, tmp_path: Path) -> None:
