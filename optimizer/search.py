@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,14 @@ class SearchConfig:
     analysis_size: int = 48
     race_sizes: tuple[int, ...] = (24, 48)
     max_candidates: int = 8
-    dev_size: int = 100
+    dev_size: int | None = None  # None: `default_dev_size` of the LM's budget, as `formfit optimize` chooses
     patience: int = 2
     embedder: str = "auto"
     demo_sets: int = 8  # fixed demo sets raced in the first round, on top of max_candidates
+
+    def for_budget(self, max_calls: int | None) -> SearchConfig:
+        """This config with its dev size decided for a budget of `max_calls`."""
+        return self if self.dev_size is not None else replace(self, dev_size=default_dev_size(max_calls))
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ class _Search:
                  on_event: Event | None, checkpoint: Path | None, embedder: Embedder) -> None:
         self.task, self.lm, self.proposer, self.config, self.seed = task, lm, proposer, config, seed
         self.on_event, self.checkpoint, self.embedder = on_event or (lambda event: None), checkpoint, embedder
-        self.pool, self.dev = split_dev(task, config.dev_size, seed)
+        self.pool, self.dev = split_dev(task, config.for_budget(lm.budget.max_calls).dev_size, seed)
         self.heldout = [text for split in ("dev", "test") if split in task.splits
                         for example in task.splits[split] for text in example.inputs.values()]
         self.trials: list[Trial] = []
@@ -347,7 +351,7 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
     probe when given; its own usage counters (see `LM.with_budget`) become `test_usage`.
     """
     start = time.perf_counter()
-    config = config or SearchConfig()
+    config = (config or SearchConfig()).for_budget(lm.budget.max_calls)
     embedder = embedder or make_embedder(search_embedder(task, config, seed, lm.cache), api_base=lm.api_base,
                                          cache=lm.cache)
     search = _Search(task, lm, proposer=proposer, config=config, seed=seed, on_event=on_event,
@@ -375,7 +379,8 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
 
 def search_embedder(task: Task, config: SearchConfig, seed: int, cache: Cache | None = None) -> str:
     """The embedder a search with `config` uses: `config.embedder`, `auto` decided on the search's pool."""
-    return task_embedder(config.embedder, task, split_dev(task, config.dev_size, seed)[0], cache=cache, seed=seed)
+    pool = split_dev(task, config.for_budget(None).dev_size, seed)[0]  # without a budget, the largest dev split
+    return task_embedder(config.embedder, task, pool, cache=cache, seed=seed)
 
 
 def _dev_analysis(search: _Search, prompt: Prompt, probe_lm: LM | None) -> Analysis:

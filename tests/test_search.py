@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ScriptedBackend
+from conftest import ScriptedBackend, write_greek_task
 from optimizer.cache import Cache
 from optimizer.errors import BudgetExhausted, ConfigError
 from optimizer.lm import LM, Budget, LMRequest
@@ -20,6 +20,7 @@ from optimizer.propose import demo_settings
 from optimizer.retry import RetryPolicy
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, optimize, race_cost
+from optimizer.task import load_task
 
 CONFIG = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
 
@@ -82,6 +83,15 @@ def test_budget_is_never_exceeded(planted, tmp_path: Path, budget: int) -> None:
     assert result.calls <= budget and backend.calls <= budget and lm.budget.calls == result.calls
     if budget < 600 and result.dev_scores["best"] < 1.0:
         assert result.stopped and result.stopped.startswith("budget")
+
+
+def test_the_library_sizes_dev_by_the_budget_as_the_cli_does(tmp_path: Path) -> None:
+    """`SearchConfig()` without a dev size takes `default_dev_size` of the LM's budget, as `formfit optimize` does:
+    with 100 calls, 20 of the 40 dev examples (100 would not leave room for a round)."""
+    task = load_task(write_greek_task(tmp_path / "t", 90, 40, 10))
+    result = optimize(task, model(Cache(tmp_path / "c"), 100, RecordingBackend()), seed=1)
+    assert [trial.n for trial in result.trials if trial.stage == "dev"][0] == 20
+    assert result.rounds and result.calls <= 100
 
 
 def test_a_perfect_dev_score_ends_the_search(planted, tmp_path: Path) -> None:
