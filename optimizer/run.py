@@ -6,12 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .embed import make_embedder
 from .errors import ConfigError, writing
 from .lm import LM
-from .program import save_program
 from .report import write_reports
-from .search import OptimizeResult, split_dev
+from .search import OptimizeResult
 from .task import Task
 
 SETTINGS_FILE = "run.json"
@@ -52,13 +50,10 @@ class RunFolder:
     def finish(self, task: Task, result: OptimizeResult, lm: LM) -> dict[str, str]:
         """Write result.json, the program and the reports; returns their paths. An OSError (a full disk, a folder
         where a file goes) is a ConfigError naming the run folder: its calls are cached, --resume writes them again."""
-        pool, _ = split_dev(task, int(self.settings["dev_size"]), result.seed)
-        embedder = make_embedder(str(self.settings["embedder"]), api_base=lm.api_base, cache=lm.cache)
-        scores = {"dev": result.dev_scores, "test": result.test_scores}
         with writing(self.path, "the run's result, program and reports"):
             result_json = json.dumps(result.to_dict(), indent=2, ensure_ascii=False)
             (self.path / "result.json").write_text(result_json, encoding="utf-8")
-            program = save_program(self.path / "program", task, result.best, pool, lm, embedder, scores)
+            program = result.save(self.path / "program", task, lm)
             md, page = write_reports(result, self.path)
         return {"program": str(program), "report_md": str(md), "report_html": str(page),
                 "result": str(self.path / "result.json")}

@@ -30,6 +30,7 @@ from .embedder_choice import task_embedder
 from .errors import BudgetExhausted
 from .evaluate import EvalResult, Progress, evaluate
 from .lm import LM
+from .program import save_program
 from .prompt import Prompt, output_constraint
 from .propose import FIXED_DRAWS, critique_groups, propose
 from .select import DemoSource, prompt_demos
@@ -107,6 +108,7 @@ class OptimizeResult:
     seed: int
     budget: int | None
     embedder: str
+    dev_size: int  # dev examples candidates were accepted on
     baseline: Prompt
     best: Prompt
     dev_scores: dict[str, float]
@@ -124,9 +126,18 @@ class OptimizeResult:
     proposer_usage: dict[str, Any] | None = None  # the proposer model's own calls, tokens and cost, when there is one
     test_usage: dict[str, Any] | None = None  # `test_lm`'s calls (test split, context probe), outside the budget
 
+    def save(self, directory: str | Path, task: Task, lm: LM) -> Path:
+        """Save the best prompt as a program folder for `load_program` (what `formfit optimize` writes to
+        `program/`); `task` and `lm` are the ones it was optimized with."""
+        pool, _ = split_dev(task, self.dev_size, self.seed)
+        embedder = make_embedder(self.embedder, api_base=lm.api_base, cache=lm.cache)
+        scores = {"dev": self.dev_scores, "test": self.test_scores}
+        return save_program(directory, task, self.best, pool, lm, embedder, scores)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task, "model": self.model, "seed": self.seed, "budget": self.budget, "embedder": self.embedder,
+            "dev_size": self.dev_size,
             "baseline": self.baseline.to_dict(), "best": self.best.to_dict(),
             "dev_scores": self.dev_scores, "test_scores": self.test_scores,
             "candidates": [c.to_dict() for c in self.candidates], "trials": [asdict(t) for t in self.trials],
@@ -368,6 +379,7 @@ def optimize(task: Task, lm: LM, *, proposer: LM | None = None, config: SearchCo
     dev = {"baseline": search._dev[baseline.key()].score, "best": search._dev[best.key()].score}
     return OptimizeResult(
         task=task.name, model=lm.model, seed=seed, budget=lm.budget.max_calls, embedder=embedder_name(embedder),
+        dev_size=len(search.dev),
         baseline=baseline, best=best,
         dev_scores=dev, test_scores=test_scores, candidates=tuple(search.candidates.values()),
         trials=tuple(search.trials), rounds=tuple(search.rounds), analysis_before=before, analysis_after=after,

@@ -48,7 +48,7 @@ def test_report_md_keeps_its_sections_whatever_the_instructions_and_outputs_hold
     group = ErrorGroup("content", 1, ("r1",), (("yes", "maybe </td></tr></table>", 1),), (), f"e.g. output {HOSTILE}")
     analysis = Analysis(n=4, kinds={"content": 1}, groups=(group,))
     result = OptimizeResult(
-        task="mini", model="fake/<b>x</b>", seed=0, budget=None, embedder="tfidf", baseline=baseline,
+        task="mini", model="fake/<b>x</b>", seed=0, budget=None, embedder="tfidf", dev_size=4, baseline=baseline,
         best=best, dev_scores={"baseline": 0.5, "best": 0.75}, test_scores={},
         candidates=(CandidateRecord("c1", best, "rewrite", 1, 0.75, True),), trials=(), rounds=(),
         analysis_before=analysis, analysis_after=analysis, calls=8, usage=Usage().to_dict(), stopped=None, wall_s=1.0)

@@ -94,6 +94,18 @@ def test_the_library_sizes_dev_by_the_budget_as_the_cli_does(tmp_path: Path) -> 
     assert result.rounds and result.calls <= 100
 
 
+def test_a_library_result_saves_the_program_formfit_optimize_would(planted, tmp_path: Path) -> None:
+    """`OptimizeResult.save` writes what `RunFolder.finish` writes to `program/`; the program loads and answers."""
+    lm = model(Cache(tmp_path / "c"), 300, RecordingBackend())
+    result = optimize(planted, lm, config=CONFIG, seed=1)
+    saved = load_program(result.save(tmp_path / "prog", planted, lm), lm=lm.with_budget(Budget()))
+    assert saved.prompt == result.best and result.best.instruction != planted.instruction
+    assert saved(text="item 200 is about beta") == "beta"
+    run = RunFolder.open(tmp_path / "run", False, {"dev_size": CONFIG.dev_size, "embedder": result.embedder})
+    from_cli = Path(run.finish(planted, result, lm)["program"])
+    assert (from_cli / "program.json").read_text() == (tmp_path / "prog" / "program.json").read_text()
+
+
 def test_a_perfect_dev_score_ends_the_search(planted, tmp_path: Path) -> None:
     """No candidate can beat 1.0 on dev (acceptance needs a higher score), so nothing more is spent: a model right
     from the start costs the baseline's dev evaluation only, and a found fix ends the search in its round."""
