@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from .errors import ConfigError, FormfitError, LMCallError, ModelError, PromptTooLong, redact
@@ -110,11 +112,28 @@ def is_too_long(exc: BaseException) -> bool:
 
 
 def retry_after_of(exc: BaseException) -> float | None:
+    """Seconds the server asked to wait: `retry-after-ms` (OpenAI, Azure), else `Retry-After` as seconds or as an
+    HTTP date; None when absent or unreadable."""
     headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    milliseconds = _number(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000
+    text = headers.get("retry-after")
+    seconds = _number(text)
+    if seconds is not None or not isinstance(text, str):
+        return seconds
     try:
-        return float(headers.get("retry-after"))  # type: ignore[arg-type]
+        return parsedate_to_datetime(text).timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _number(text: object) -> float | None:
+    try:
+        value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+    return None if math.isnan(value) else value
 
 
 def user_error(exc: Exception, target: str, endpoint: str, ever_answered: bool, max_retries: int) -> FormfitError:

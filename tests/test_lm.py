@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from email.utils import formatdate
 
 import pytest
 
@@ -15,10 +16,11 @@ from optimizer.retry import RetryPolicy, is_retryable
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, retry_after: str | None = None) -> None:
+    def __init__(self, status: int, retry_after: str | None = None, **headers: str) -> None:
         super().__init__(f"HTTP {status}")
         self.status_code = status
-        self.response = type("R", (), {"headers": {"retry-after": retry_after} if retry_after else {}})()
+        headers = {name.replace("_", "-"): value for name, value in headers.items()}
+        self.response = type("R", (), {"headers": {"retry-after": retry_after, **headers} if retry_after else headers})()
 
 
 def ask(text: str, **kw) -> LMRequest:
@@ -105,6 +107,22 @@ def test_retry_after_is_honoured(scripted_lm, monkeypatch) -> None:
 
     scripted_lm(reply)(ask("x"))
     assert slept == [2.0]
+
+
+def test_retry_after_as_an_http_date_or_in_milliseconds_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 9110 allows an HTTP date; OpenAI and Azure send `retry-after-ms`. Unreadable, NaN or past values fall
+    back to the backoff, huge ones are capped."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: 0.0)
+    monkeypatch.setattr("optimizer.retry.time.time", lambda: 1_800_000_000.0)
+    policy = RetryPolicy(base_s=1.0, cap_s=30.0)
+    in_20_s = formatdate(1_800_000_020, usegmt=True)
+    assert policy.delay(0, HTTPError(429, retry_after=in_20_s)) == pytest.approx(20.0)
+    assert policy.delay(0, HTTPError(429, retry_after_ms="7000")) == 7.0
+    assert policy.delay(0, HTTPError(429, retry_after="2", retry_after_ms="2500")) == 2.5
+    assert policy.delay(0, HTTPError(503, retry_after=formatdate(1_799_999_000, usegmt=True))) == 0.0
+    for unusable in ("soon", "nan", "-3", "Mon, 99 Foo 2026 25:61:00 GMT"):
+        assert policy.delay(0, HTTPError(429, retry_after=unusable)) == 0.0, unusable
+    assert policy.delay(0, HTTPError(429, retry_after="1e300")) == 30.0
 
 
 def test_backoff_grows_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
