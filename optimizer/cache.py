@@ -10,6 +10,8 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,31 +63,40 @@ class Cache:
             raise ConfigError(f"{self.directory}: cannot create cache folder ({exc.strerror})") from None
         self.path = self.directory / DB_NAME
         self._local = threading.local()
-        self._connect().executescript(_SCHEMA)
+        with self._database() as connection:
+            connection.executescript(_SCHEMA)
+
+    @contextmanager
+    def _database(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection; a SQLite error (a corrupt, locked or read-only file) becomes one ConfigError."""
+        try:
+            yield self._connect()
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{self.path}: cache database error ({exc}); fix or delete the file, or use another "
+                              "--cache-dir") from None
 
     def _connect(self) -> sqlite3.Connection:
         """One connection per thread and process (a forked child opens its own)."""
         connection = getattr(self._local, "connection", None)
         if connection is None or self._local.pid != os.getpid():
-            try:
-                connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error as exc:
-                raise ConfigError(f"{self.path}: cannot open cache database ({exc})") from None
+            connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
             self._local.connection, self._local.pid = connection, os.getpid()
         return connection
 
     def get(self, namespace: str, key: str) -> bytes | None:
-        row = self._connect().execute(
-            "SELECT value FROM entries WHERE namespace = ? AND key = ?", (namespace, key)
-        ).fetchone()
+        with self._database() as connection:
+            row = connection.execute(
+                "SELECT value FROM entries WHERE namespace = ? AND key = ?", (namespace, key)
+            ).fetchone()
         return None if row is None else bytes(row[0])
 
     def put(self, namespace: str, key: str, value: bytes) -> None:
-        self._connect().execute(
-            "INSERT OR REPLACE INTO entries (namespace, key, value) VALUES (?, ?, ?)", (namespace, key, value)
-        )
+        with self._database() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO entries (namespace, key, value) VALUES (?, ?, ?)", (namespace, key, value)
+            )
 
     def get_json(self, namespace: str, key: str) -> Any | None:
         raw = self.get(namespace, key)
@@ -95,21 +106,22 @@ class Cache:
         self.put(namespace, key, json.dumps(value, ensure_ascii=False).encode("utf-8"))
 
     def keys(self, namespace: str) -> list[str]:
-        rows = self._connect().execute("SELECT key FROM entries WHERE namespace = ?", (namespace,))
-        return [key for (key,) in rows]
+        with self._database() as connection:
+            return [key for (key,) in connection.execute("SELECT key FROM entries WHERE namespace = ?", (namespace,))]
 
     def stats(self) -> CacheStats:
-        rows = self._connect().execute("SELECT namespace, COUNT(*) FROM entries GROUP BY namespace").fetchall()
+        with self._database() as connection:
+            rows = connection.execute("SELECT namespace, COUNT(*) FROM entries GROUP BY namespace").fetchall()
         size = sum(p.stat().st_size for p in self.directory.glob(DB_NAME + "*") if p.is_file())
         return CacheStats(str(self.path), {namespace: count for namespace, count in rows}, size)
 
     def clear(self, namespace: str | None = None) -> int:
         """Delete every entry (of one namespace, if given); returns how many were deleted."""
-        connection = self._connect()
-        if namespace is None:
-            deleted = connection.execute("DELETE FROM entries").rowcount
-        else:
-            deleted = connection.execute("DELETE FROM entries WHERE namespace = ?", (namespace,)).rowcount
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        connection.execute("VACUUM")
+        with self._database() as connection:
+            if namespace is None:
+                deleted = connection.execute("DELETE FROM entries").rowcount
+            else:
+                deleted = connection.execute("DELETE FROM entries WHERE namespace = ?", (namespace,)).rowcount
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            connection.execute("VACUUM")
         return deleted

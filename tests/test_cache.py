@@ -11,6 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from optimizer.cache import Cache, cache_key
 
 
@@ -84,3 +86,30 @@ def test_sigkill_mid_write_leaves_a_usable_cache(tmp_path: Path) -> None:
         assert cache.get_json("lm", key)["body"] == "y" * 500
     cache.put_json("lm", "after", {"ok": True})
     assert cache.get_json("lm", "after") == {"ok": True}
+
+
+def test_a_corrupt_cache_file_is_one_line_exit_2(run_cli, tmp_path: Path) -> None:
+    """Pages overwritten behind SQLite's back ("database disk image is malformed") end every command that reads
+    the cache with one line naming the file, not a traceback."""
+    folder = tmp_path / "corrupt"
+    cache = Cache(folder)
+    for i in range(300):
+        cache.put("lm", f"k{i}", b"x" * 300)
+    cache._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray((folder / "formfit.sqlite3").read_bytes())
+    for offset in range(2 * 4096, len(data), 4096):
+        data[offset:offset + 64] = b"\xff" * 64
+    (folder / "formfit.sqlite3").write_bytes(data)
+    for command in (["cache", "stats"], ["eval", "support_intent", "--limit", "1"]):
+        code, out, err = run_cli(*command, "--cache-dir", str(folder))
+        assert code == 2 and out == "", err
+        assert err.count("\n") == 1 and err.startswith(f"formfit: error: {folder / 'formfit.sqlite3'}: "), err
+        assert "malformed" in err
+
+
+def test_a_read_only_cache_database_is_a_config_error(cache: Cache) -> None:
+    from optimizer.errors import ConfigError
+
+    cache._connect().execute("PRAGMA query_only = ON")  # as a read-only file or folder would refuse writes
+    with pytest.raises(ConfigError, match=r"formfit\.sqlite3: cache database error \(attempt to write a readonly"):
+        cache.put("lm", "k", b"v")
