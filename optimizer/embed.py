@@ -18,7 +18,7 @@ import numpy as np
 
 from .cache import Cache, cache_key
 from .errors import ConfigError, FormfitError, ModelError, public_url
-from .lm import quiet_litellm, server_key
+from .lm import quiet_litellm, server_key, server_model
 from .retry import RetryPolicy, user_error
 
 CACHE_NAMESPACE = "embedding"
@@ -164,8 +164,8 @@ class LiteLLMEmbedder:
     def __init__(self, model: str, api_base: str | None = None, batch_size: int = 128, timeout: float = 60.0,
                  retry: RetryPolicy | None = None) -> None:
         litellm = quiet_litellm()
-        if api_base and "/" not in model:
-            model = f"openai/{model}"
+        if api_base:
+            model = server_model(model)
         try:
             litellm.get_llm_provider(model=model, api_base=api_base)
         except Exception:  # noqa: BLE001 - litellm raises several types for an unknown provider

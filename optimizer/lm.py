@@ -265,9 +265,9 @@ class LiteLLMBackend:
     def __init__(self, model: str, *, api_base: str | None) -> None:
         litellm = quiet_litellm()
         self._litellm = litellm
-        self.model, self.api_base = model, api_base
+        self.model, self.api_base = server_model(model) if api_base else model, api_base
         try:
-            litellm.get_llm_provider(model=model, api_base=api_base)
+            litellm.get_llm_provider(model=self.model, api_base=api_base)
         except Exception as exc:  # noqa: BLE001 - litellm raises several types for an unknown provider
             raise ModelError(f"unknown model {model!r}: {redact(str(exc)).splitlines()[0][:200]}") from None
 
@@ -308,6 +308,13 @@ class LiteLLMBackend:
             return float(self._litellm.completion_cost(completion_response=response))
         except Exception:  # noqa: BLE001 - no price known for this model
             return None
+
+
+def server_model(model: str) -> str:
+    """A model name on an OpenAI-compatible server as LiteLLM routes it: `openai/NAME`, unless it starts with a
+    LiteLLM provider (`hosted_vllm/...`). `Qwen/Qwen2.5-7B-Instruct` (vLLM, TGI, llama.cpp) names a model there."""
+    provider = model.split("/", 1)[0] if "/" in model else None
+    return model if provider in quiet_litellm().provider_list else f"openai/{model}"
 
 
 def server_key(model: str) -> dict[str, str]:

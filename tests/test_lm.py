@@ -193,6 +193,21 @@ def test_unknown_models_are_refused() -> None:
         LM("nosuchprovider/some-model")
 
 
+def test_a_hugging_face_style_name_on_an_api_base_is_a_model_not_a_provider(llama_server, tmp_path) -> None:
+    """vLLM, TGI and llama.cpp servers name models `org/name`; with --api-base that is the model on that server
+    (LiteLLM's openai/ route), while a LiteLLM provider prefix such as hosted_vllm/ is kept."""
+    from optimizer.cache import Cache
+    from optimizer.embed import LiteLLMEmbedder
+
+    name = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    url = llama_server(name)
+    lm = LM(name, api_base=url, cache=Cache(tmp_path), timeout=120)
+    assert lm.backend.model == f"openai/{name}"
+    assert lm(ask("Say hi", max_tokens=4)).completion_tokens > 0
+    assert LM(f"hosted_vllm/{name}", api_base=url, cache=Cache(tmp_path)).backend.model == f"hosted_vllm/{name}"
+    assert LiteLLMEmbedder("BAAI/bge-small-en-v1.5", api_base=url).model == "openai/BAAI/bge-small-en-v1.5"
+
+
 def test_api_key_never_reaches_the_cache(scripted_lm, monkeypatch) -> None:
     sentinel = "sk-SENTINEL-1234567890"
     monkeypatch.setenv("OPENAI_API_KEY", sentinel)

@@ -188,7 +188,7 @@ def test_litellm_paths_echo_no_secret(secrets: str, tmp_path: Path, caplog: pyte
         embedder.embed(["hello"])
     assert_clean("embedder spec", json.dumps(embedder.spec()) + embedder.id)
     with pytest.raises(ModelError) as unknown:
-        LM("nosuchprovider/some-model", api_base=secrets)
+        LM("nosuchprovider/some-model")  # with an api_base it is a model on that server
     for info in (reach, embed, unknown):
         assert_clean("error message", str(info.value))
     assert_tree_clean(tmp_path / "c")
