@@ -370,7 +370,7 @@ class LM:
         self._usage = Usage()
         self._usage_lock = threading.Lock()
         self._counts_into: LM | None = None  # the LM this one is a stage of (see `stage`)
-        self._ever_answered = False
+        self._answered = threading.Event()  # the endpoint ever replied (shared by `with_budget` twins)
         if backend is None and not is_local(model):
             self._backend = LiteLLMBackend(model, api_base=api_base)
 
@@ -466,8 +466,8 @@ class LM:
             raise
         except Exception as exc:  # noqa: BLE001 - every backend failure becomes one clear error
             endpoint = public_url(self.api_base) or self.model
-            raise user_error(exc, self.model, endpoint, self._ever_answered, self.retry.max_retries) from None
-        self._ever_answered = True
+            raise user_error(exc, self.model, endpoint, self._answered.is_set(), self.retry.max_retries) from None
+        self._answered.set()
         return response
 
     def map(

@@ -83,6 +83,24 @@ def test_gives_up_cleanly_after_max_retries(scripted_lm) -> None:
     assert lm.backend.calls == 4
 
 
+def test_a_server_that_dies_after_answering_is_a_failed_call_for_every_twin(scripted_lm) -> None:
+    """`optimize` scores test with `lm.with_budget(Budget())`, made before the search: a server that answered the
+    search and then died is a failed call (exit 1), not "cannot reach" (exit 2, bad input), for that twin too."""
+    up = [True]
+
+    def reply(request):
+        if not up[0]:
+            raise ConnectionRefusedError("connection refused")
+        return "ok"
+
+    lm = scripted_lm(reply)
+    test_lm = lm.with_budget(Budget())
+    lm(ask("search"))
+    up[0] = False
+    with pytest.raises(LMCallError, match="call failed after 6 attempts"):
+        test_lm(ask("test"))
+
+
 @pytest.mark.parametrize(("status", "error"), [(400, LMCallError), (401, ConfigError), (404, ModelError)])
 def test_client_errors_are_not_retried(scripted_lm, status: int, error: type) -> None:
     def reply(request):
