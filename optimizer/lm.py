@@ -365,6 +365,7 @@ class LM:
         self.timeout, self.retry = timeout, retry or RetryPolicy()
         self.concurrency = concurrency or (1 if is_local(model) else 8)
         self._n_ctx = n_ctx
+        self._gguf = _gguf_identity(model)
         self._backend = backend
         self._backend_lock = threading.Lock()
         self._usage = Usage()
@@ -429,7 +430,7 @@ class LM:
 
     def identity(self) -> dict[str, Any]:
         """What distinguishes this model's answers in the cache (never an API key)."""
-        return {"model": self.model, "api_base": self.api_base}
+        return {"model": self.model, "api_base": self.api_base, **self._gguf}
 
     def key(self, request: LMRequest) -> str:
         return cache_key({**self.identity(), **request.payload()})
@@ -511,6 +512,15 @@ class LM:
             self._usage = Usage(**{name: getattr(current, name) + increments.get(name, 0) for name in vars(current)})
         if self._counts_into is not None:
             self._counts_into._count(**increments)
+
+
+def _gguf_identity(model: str) -> dict[str, Any]:
+    """For a GGUF path, the file it resolves to and its size: `local/m.gguf` in two folders are two models in the
+    cache, a file and a link to it one. Nothing for other models (their cache keys stay as they were)."""
+    if not model.endswith(".gguf") or model in LOCAL_MODELS:
+        return {}
+    path = Path(model.removeprefix("local/")).resolve()
+    return {"gguf": [str(path), path.stat().st_size if path.is_file() else None]}
 
 
 def _local_mode(model: str) -> str:

@@ -204,6 +204,23 @@ def test_map_stops_at_the_budget_and_keeps_what_finished(scripted_lm) -> None:
     assert len(lm.cache.keys("lm")) == 5
 
 
+def test_a_gguf_path_in_two_folders_is_two_models_in_the_cache(cache, tmp_path, monkeypatch) -> None:
+    """`--model local/m.gguf` run in folder a, then in folder b (another file of the same name) on one cache: b's
+    model must answer, not a's cached answers."""
+    from conftest import ScriptedBackend
+
+    answers = {}
+    for folder, content in (("a", b"GGUF model a"), ("b", b"GGUF model b, larger")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "m.gguf").write_bytes(content)
+        monkeypatch.chdir(tmp_path / folder)
+        backend = ScriptedBackend(lambda request, folder=folder: f"from {folder}")
+        answers[folder] = LM("local/m.gguf", cache=cache, backend=backend)(ask("same question"))
+        assert backend.calls == 1
+    assert answers["b"].text == "from b" and not answers["b"].cached
+    assert LM("local/smollm2-135m").identity() == {"model": "local/smollm2-135m", "api_base": None}
+
+
 def test_unknown_models_are_refused() -> None:
     with pytest.raises(ModelError, match="unknown local model 'local/nope'"):
         LM("local/nope").mode
