@@ -128,6 +128,11 @@ class Budget:
                 self.dollars += 0.0 if real else dollars or 0.0
 
     def spend(self, dollars: float | None) -> None:
+        """Add what a real call cost; a cost nobody knows (a model missing from LiteLLM's price table) under a
+        dollar cap is a ConfigError, as the cap could not hold."""
+        if dollars is None and self.max_dollars is not None:
+            raise ConfigError(f"--max-dollars {self.max_dollars:g} cannot be kept: the price of this model's calls "
+                              "is unknown (not in LiteLLM's price table); cap calls with --budget instead")
         with self._lock:
             self.dollars += dollars or 0.0
         if self.within is not None:
@@ -444,12 +449,12 @@ class LM:
             return LMResponse(**{**hit, "cached": True, "latency_s": 0.0})
         self.budget.reserve(key)
         response = self._call_with_retries(request)
-        self.budget.spend(response.cost)
         self.cache.put_json(
             CACHE_NAMESPACE,
             key,
             {k: getattr(response, k) for k in ("text", "prompt_tokens", "completion_tokens", "cost")},
         )
+        self.budget.spend(response.cost)
         self._count(
             calls=1,
             prompt_tokens=response.prompt_tokens,

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import last_user_text
 from optimizer.errors import BudgetExhausted, ConfigError, LMCallError, ModelError
-from optimizer.lm import LM, Budget, LMRequest
+from optimizer.lm import LM, Budget, LMRequest, LMResponse
 from optimizer.retry import RetryPolicy, is_retryable
 
 
@@ -186,6 +186,27 @@ def test_dollar_budget(scripted_lm, cache) -> None:
     lm(ask("a")), lm(ask("b")), lm(ask("c"))
     with pytest.raises(BudgetExhausted, match=r"\$0\.00"):
         lm(ask("d"))
+
+
+def test_a_dollar_cap_on_a_model_without_a_price_is_refused_and_keeps_the_answer(cache) -> None:
+    """LiteLLM knows no price for most models behind --api-base (cost None): a dollar cap could never bind, so the
+    first answer is kept in the cache and the run stops with a ConfigError instead of spending without a limit."""
+
+    class Unpriced:
+        mode, calls = "chat", 0
+
+        def call(self, request, timeout):
+            self.calls += 1
+            return LMResponse(text="x", prompt_tokens=5, completion_tokens=1, cost=None)
+
+    lm = LM("fake/unpriced", cache=cache, budget=Budget(max_dollars=5.0), backend=Unpriced())
+    with pytest.raises(ConfigError, match=r"--max-dollars 5 cannot be kept: the price .* is unknown"):
+        lm(ask("a"))
+    assert lm.backend.calls == 1 and len(cache.keys("lm")) == 1
+    assert LM("fake/unpriced", cache=cache, backend=Unpriced())(ask("a")).cached  # no cap: the answer is kept
+    stage = LM("fake/unpriced", cache=cache, budget=Budget(max_dollars=5.0), backend=Unpriced()).stage(10)
+    with pytest.raises(ConfigError):  # the cap of the command a stage runs within
+        stage(ask("b"))
 
 
 def test_map_runs_concurrently_and_keeps_order(scripted_lm) -> None:
