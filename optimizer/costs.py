@@ -3,6 +3,7 @@ at which its fixed training cost is paid back by a cheaper call (a shorter promp
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,10 +59,13 @@ def _entry(model: str) -> dict[str, Any]:
 
 
 def _ft_entry(model: str) -> dict[str, Any]:
+    """The table's `ft:` serving prices of `model`: `ft:<name>` or its latest dated snapshot `ft:<name>-<date>`
+    (never another model sharing the prefix: `ft:gpt-4o-mini-...` is not gpt-4o)."""
     import litellm
 
     name = model.split("/")[-1]
-    matches = sorted(key for key in litellm.model_cost if key.startswith(f"ft:{name}-") or key == f"ft:{name}")
+    snapshot = re.compile(rf"ft:{re.escape(name)}(-\d{{4}}(-\d\d-\d\d)?)?")
+    matches = sorted(key for key in litellm.model_cost if snapshot.fullmatch(key))
     return dict(litellm.model_cost[matches[-1]]) if matches else {}
 
 

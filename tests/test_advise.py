@@ -179,6 +179,21 @@ def test_break_even_and_prices() -> None:
     assert never.calls_to_break_even is None and never.monthly(12) is None
 
 
+def test_fine_tuned_prices_are_the_models_own_not_a_longer_namesakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ft:gpt-4o-mini-2024-07-18` sorts after `ft:gpt-4o-2024-11-20`: gpt-4o got the mini's tuned prices, 12x too
+    cheap, and a fine-tune looked like a saving."""
+    import litellm
+
+    table = {"acme/m": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
+             "ft:m-2024-01-01": {"input_cost_per_token": 3e-6, "output_cost_per_token": 4e-6},
+             "ft:m-2024-06-01": {"input_cost_per_token": 5e-6, "output_cost_per_token": 6e-6},
+             "ft:m-mini-2024-09-01": {"input_cost_per_token": 0.1e-6, "output_cost_per_token": 0.2e-6}}
+    monkeypatch.setattr(litellm, "model_cost", table)
+    prices = model_prices("acme/m")
+    assert (prices.ft_input, prices.ft_output) == (5e-6, 6e-6)  # the latest snapshot of m itself
+    assert model_prices("acme/m-mini").ft_input == 0.1e-6
+
+
 def colors_task(n_train: int, n_test: int = 20) -> Task:
     """"item N is red/blue", labelled with its colour."""
     rows = [Example(id=f"e{i}", inputs={"text": f"item {i} is {('red', 'blue')[i % 2]}"},
