@@ -441,6 +441,11 @@ class LM:
         return cache_key({**self.identity(), **request.payload()})
 
     def __call__(self, request: LMRequest) -> LMResponse:
+        return self._call(request)
+
+    def _call(self, request: LMRequest, stop: threading.Event | None = None) -> LMResponse:
+        """One request: cache, budget, then the backend under the retry policy, whose retries end once `stop` is
+        set."""
         key = self.key(request)
         hit = self.cache.get_json(CACHE_NAMESPACE, key)
         if hit is not None:
@@ -448,7 +453,7 @@ class LM:
             self._count(cache_hits=1)
             return LMResponse(**{**hit, "cached": True, "latency_s": 0.0})
         self.budget.reserve(key)
-        response = self._call_with_retries(request)
+        response = self._call_with_retries(request, stop)
         self.cache.put_json(
             CACHE_NAMESPACE,
             key,
@@ -464,10 +469,11 @@ class LM:
         )
         return response
 
-    def _call_with_retries(self, request: LMRequest) -> LMResponse:
+    def _call_with_retries(self, request: LMRequest, stop: threading.Event | None) -> LMResponse:
         backend = self.backend
         try:
-            response, _ = self.retry.run(lambda: backend.call(request, self.timeout), lambda: self._count(retries=1))
+            response, _ = self.retry.run(lambda: backend.call(request, self.timeout), lambda: self._count(retries=1),
+                                         stop)
         except FormfitError:
             raise
         except Exception as exc:  # noqa: BLE001 - every backend failure becomes one clear error
@@ -484,13 +490,15 @@ class LM:
 
         A prompt that does not fit the context window goes to `on_too_long(index, error)` when given (its result
         stays None). Any other error (BudgetExhausted, LMCallError, ...) or a Ctrl-C stops new calls and is raised
-        once running ones end; every response that came back before it is already in the cache.
+        once running ones end (after a Ctrl-C they are not retried); every response that came back before it is
+        already in the cache.
         """
         results: list[LMResponse | None] = [None] * len(requests)
+        interrupted = threading.Event()
 
         def run(index: int) -> None:
             try:
-                results[index] = self(requests[index])
+                results[index] = self._call(requests[index], interrupted)
             except PromptTooLong as exc:
                 if on_too_long is None:
                     raise
@@ -504,6 +512,9 @@ class LM:
         try:
             futures = [pool.submit(run, index) for index in range(len(requests))]
             wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C: running calls end without another try
+            interrupted.set()
+            raise
         finally:  # after an error, or Ctrl-C (KeyboardInterrupt here): queued calls never start, running ones end
             pool.shutdown(wait=True, cancel_futures=True)
         for future in futures:

@@ -6,6 +6,7 @@ import math
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,17 +57,22 @@ class RetryPolicy:
         backoff = random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
         return min(self.cap_s, max(backoff, retry_after_of(exc) or 0.0))
 
-    def run(self, call: Callable[[], T], on_retry: Callable[[], None] | None = None) -> tuple[T, int]:
-        """Call until it succeeds; returns (result, retries). Raises the last error if not retryable or out of tries."""
+    def run(self, call: Callable[[], T], on_retry: Callable[[], None] | None = None,
+            stop: threading.Event | None = None) -> tuple[T, int]:
+        """Call until it succeeds; returns (result, retries). Raises the last error if not retryable, out of tries,
+        or once `stop` is set (a Ctrl-C: the call in flight ends, no further try starts)."""
         for attempt in range(self.max_retries + 1):
             try:
                 return call(), attempt
             except Exception as exc:
-                if not is_retryable(exc) or attempt == self.max_retries:
+                if not is_retryable(exc) or attempt == self.max_retries or stop is not None and stop.is_set():
                     raise
                 if on_retry is not None:
                     on_retry()
-                time.sleep(self.delay(attempt, exc))
+                if stop is None:
+                    time.sleep(self.delay(attempt, exc))
+                elif stop.wait(self.delay(attempt, exc)):
+                    raise
         raise AssertionError("unreachable")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import signal
+import threading
 from email.utils import formatdate
 
 import pytest
@@ -215,6 +217,23 @@ def test_map_runs_concurrently_and_keeps_order(scripted_lm) -> None:
     results = lm.map([ask(str(i)) for i in range(50)], on_result=lambda i, r: seen.append(i))
     assert [r.text for r in results] == [str(i) * 2 for i in range(50)]
     assert sorted(seen) == list(range(50))
+
+
+def test_ctrl_c_in_map_stops_the_retries_of_running_calls(scripted_lm) -> None:
+    """A server that never answers: after Ctrl-C the two running calls end at their current try instead of making
+    all 31 (a Ctrl-C took max_retries x --timeout to take effect: 35 s at --timeout 4, minutes at the default)."""
+    main = threading.get_ident()
+    tries = itertools.count(1)
+
+    def reply(request):
+        if next(tries) == 3:
+            signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C, while the main thread waits in map
+        raise TimeoutError("no answer")
+
+    lm = scripted_lm(reply, concurrency=2, retry=RetryPolicy(max_retries=30, base_s=0.01, cap_s=0.01))
+    with pytest.raises(KeyboardInterrupt):
+        lm.map([ask(str(i)) for i in range(4)])
+    assert lm.backend.calls <= 6  # without the stop: 2 x 31
 
 
 def test_map_stops_at_the_budget_and_keeps_what_finished(scripted_lm) -> None:
