@@ -23,6 +23,8 @@ _RETRYABLE_NAMES = {
 }
 _CONNECTION_NAMES = {"APIConnectionError", "ConnectError", "ConnectionError", "RemoteProtocolError"}
 _TOO_LONG = re.compile(r"exceeds? (the )?context window|maximum context length", re.IGNORECASE)
+# raised by the client before any request (LiteLLM wraps them as a 500 or a connection error)
+_NO_KEY = re.compile(r"missing ([\w-]+ )?(credentials|api key)|api_key client option must be set", re.IGNORECASE)
 BASE_ENV = "FORMFIT_RETRY_BASE_S"
 
 
@@ -104,11 +106,16 @@ def is_connection_error(exc: BaseException) -> bool:
 
 def is_retryable(exc: BaseException) -> bool:
     """Timeouts, rate limits, server errors and dropped connections are worth another try; nothing else is."""
-    if isinstance(exc, FormfitError):
+    if isinstance(exc, FormfitError) or is_missing_key(exc):
         return False
     if isinstance(exc, (TimeoutError, ConnectionError)) or _names(exc) & (_RETRYABLE_NAMES | _CONNECTION_NAMES):
         return True
     return status_of(exc) in RETRYABLE_STATUS
+
+
+def is_missing_key(exc: BaseException) -> bool:
+    """The provider's API key is not set (OpenAI's client, LiteLLM's Gemini route, ...): no try can succeed."""
+    return any(_NO_KEY.search(str(cause)) for cause in _chain(exc))
 
 
 def is_too_long(exc: BaseException) -> bool:
@@ -147,8 +154,9 @@ def user_error(exc: Exception, target: str, endpoint: str, ever_answered: bool, 
     status = status_of(exc)
     if is_too_long(exc):
         return PromptTooLong(f"{target}: prompt does not fit the context window ({_first_line(exc)})")
-    if status in (401, 403):
-        return ConfigError(f"{target}: not authorised ({status}); set the provider's API key in the environment")
+    if status in (401, 403) or is_missing_key(exc):
+        reason = "no API key" if is_missing_key(exc) else status
+        return ConfigError(f"{target}: not authorised ({reason}); set the provider's API key in the environment")
     if status == 404:
         return ModelError(f"{target}: not found at the provider ({status})")
     what = f"{type(exc).__name__}: {_first_line(exc)}"

@@ -114,6 +114,20 @@ def test_client_errors_are_not_retried(scripted_lm, status: int, error: type) ->
     assert lm.backend.calls == 1
 
 
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "gemini/gemini-1.5-flash"])
+def test_a_missing_api_key_is_a_config_error_at_once(model: str, tmp_path, monkeypatch) -> None:
+    """The real LiteLLM client with no key in the environment raises before any request, wrapped as a 500
+    (OpenAI) or a connection error (Gemini): it was retried 6 times, then "call failed" (exit 1) or "cannot reach"."""
+    from optimizer.cache import Cache
+
+    for name in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    lm = LM(model, cache=Cache(tmp_path), retry=RetryPolicy(base_s=0.001))
+    with pytest.raises(ConfigError, match=r"not authorised \(no API key\); set the provider's API key"):
+        lm(ask("hello"))
+    assert lm.usage.retries == 0
+
+
 def test_retry_after_is_honoured(scripted_lm, monkeypatch) -> None:
     slept: list[float] = []
     monkeypatch.setattr("optimizer.retry.time.sleep", slept.append)
