@@ -185,7 +185,9 @@ def literal(value: Any, style: str = "") -> Text:
 @cli.command("optimize")
 @click.argument("task_ref", metavar="TASK")
 @lm_options
-@click.option("--proposer-model", default=None, help="A model that critiques failures and rewrites the instruction.")
+@click.option("--proposer-model", default=None,
+              help="A model that critiques failures and rewrites the instruction (served by --api-base too when "
+                   "given, with the same key).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--demo-sets", type=click.IntRange(min=0), default=8, show_default=True,
