@@ -12,8 +12,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -377,6 +378,8 @@ class LM:
         self._usage_lock = threading.Lock()
         self._counts_into: LM | None = None  # the LM this one is a stage of (see `stage`)
         self._answered = threading.Event()  # the endpoint ever replied (shared by `with_budget` twins)
+        self._in_flight: dict[str, list[Any]] = {}  # key -> [lock, holders]: one call per key at a time (shared too)
+        self._in_flight_lock = threading.Lock()
         if backend is None and not is_local(model):
             self._backend = LiteLLMBackend(model, api_base=api_base)
 
@@ -447,18 +450,19 @@ class LM:
         """One request: cache, budget, then the backend under the retry policy, whose retries end once `stop` is
         set."""
         key = self.key(request)
-        hit = self.cache.get_json(CACHE_NAMESPACE, key)
-        if hit is not None:
-            self.budget.reserve(key, real=False, dollars=hit.get("cost"))
-            self._count(cache_hits=1)
-            return LMResponse(**{**hit, "cached": True, "latency_s": 0.0})
-        self.budget.reserve(key)
-        response = self._call_with_retries(request, stop)
-        self.cache.put_json(
-            CACHE_NAMESPACE,
-            key,
-            {k: getattr(response, k) for k in ("text", "prompt_tokens", "completion_tokens", "cost")},
-        )
+        with self._one_call_per_key(key):
+            hit = self.cache.get_json(CACHE_NAMESPACE, key)
+            if hit is not None:
+                self.budget.reserve(key, real=False, dollars=hit.get("cost"))
+                self._count(cache_hits=1)
+                return LMResponse(**{**hit, "cached": True, "latency_s": 0.0})
+            self.budget.reserve(key)
+            response = self._call_with_retries(request, stop)
+            self.cache.put_json(
+                CACHE_NAMESPACE,
+                key,
+                {k: getattr(response, k) for k in ("text", "prompt_tokens", "completion_tokens", "cost")},
+            )
         self.budget.spend(response.cost)
         self._count(
             calls=1,
@@ -468,6 +472,22 @@ class LM:
             call_seconds=response.latency_s,
         )
         return response
+
+    @contextmanager
+    def _one_call_per_key(self, key: str) -> Iterator[None]:
+        """A request already in flight (a duplicate input in `map`) is waited for, then answered by the cache: it is
+        neither sent twice nor made past the budget, which charges a key once."""
+        with self._in_flight_lock:
+            entry = self._in_flight.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._in_flight_lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._in_flight[key]
 
     def _call_with_retries(self, request: LMRequest, stop: threading.Event | None) -> LMResponse:
         backend = self.backend

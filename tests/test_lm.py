@@ -250,6 +250,25 @@ def test_ctrl_c_in_map_stops_the_retries_of_running_calls(scripted_lm) -> None:
     assert lm.backend.calls <= 6  # without the stop: 2 x 31
 
 
+def test_duplicate_requests_in_flight_are_sent_once_and_within_the_budget(scripted_lm) -> None:
+    """The same input twice in one `map` (a dataset's duplicate rows, k=0): the copies started while the first was
+    in flight each made a real call the budget did not charge (a key is charged once), so budget 2 made 5 calls."""
+    sent: list[str] = []
+    another_call = threading.Event()
+
+    def reply(request):
+        sent.append(last_user_text(request))
+        if len(sent) == 1:
+            another_call.wait(1.0)  # the first "a" is still in flight when its duplicates start
+        another_call.set()
+        return "ok"
+
+    lm = scripted_lm(reply, budget=2, concurrency=4)
+    results = lm.map([ask(text) for text in ["a", "a", "a", "a", "b"]])
+    assert sent == ["a", "b"]  # before: a, a, a, a, b: 5 real calls on a budget of 2
+    assert [r.cached for r in results].count(True) == 3 and lm.usage.calls == 2 and lm.budget.calls == 2
+
+
 def test_map_stops_at_the_budget_and_keeps_what_finished(scripted_lm) -> None:
     lm = scripted_lm(lambda r: "x", budget=5, concurrency=2)
     with pytest.raises(BudgetExhausted):
