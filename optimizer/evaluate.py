@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import BudgetExhausted, PromptTooLong
-from .lm import LM, LMRequest, LMResponse
+from .lm import LM, LMResponse
 from .metrics import get_metric
 from .prompt import build_request, parse_output
 from .select import DemoSource, NoDemos, demos_for_all
@@ -120,26 +120,11 @@ def evaluate(
 
     stopped = None
     try:
-        for indices in _first_and_repeated(lm, requests):  # a repeat runs after its first answer is in the cache
-            lm.map([requests[index] for index in indices],
-                   on_result=lambda at, response, indices=indices: answered(indices[at], response),
-                   on_too_long=lambda at, error, indices=indices: too_long(indices[at], error))
+        lm.map(requests, on_result=answered, on_too_long=too_long)
     except BudgetExhausted as exc:
         stopped = str(exc)
     ordered = tuple(rows[index] for index in sorted(rows))
     return EvalResult(ordered, len(examples), stopped, time.perf_counter() - start)
-
-
-def _first_and_repeated(lm: LM, requests: Sequence[LMRequest]) -> tuple[list[int], ...]:
-    """Indices of each distinct request's first occurrence, then of the repeats (inputs a dataset holds twice). Run
-    in one batch, copies of a request would all be sent at once, each a real call, past a budget that charges a
-    request once; after the first batch they are cache hits, as they are one call at a time."""
-    first: dict[str, int] = {}
-    for index, request in enumerate(requests):
-        first.setdefault(lm.key(request), index)
-    leaders = set(first.values())
-    repeats = [index for index in range(len(requests)) if index not in leaders]
-    return (sorted(leaders), repeats) if repeats else (sorted(leaders),)
 
 
 def _too_long_row(example: Example) -> EvalRow:
