@@ -102,7 +102,7 @@ def tasks_command(as_json: bool) -> None:
              **{f"n_{split}": len(examples) for split, examples in t.splits.items()},
              "description": t.description} for t in tasks]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps({"tasks": rows}, indent=2))
         return
     table = Table("task", "output", "metric", "labels", "train/dev/test", "description")
     table.columns[0].no_wrap = True
@@ -144,7 +144,8 @@ def eval_command(task_ref: str, split: str, limit: int | None, k: int, strategy:
     with progress_bar(f"eval {task.name}/{split}") as update:
         result = evaluate(task, instruction or task.instruction, lm, examples, demos=demos, seed=seed,
                           on_progress=update)
-    summary = {"task": task.name, "split": split, "model": lm.model, "k": k, "select": strategy, **result.to_dict(),
+    summary = {"task": task.name, "split": split, "model": lm.model, "k": k, "select": strategy,
+               "embedder": embedder if k and strategy != "random" else None, **result.to_dict(),
                **{key: value for key, value in lm.usage.to_dict().items() if key not in result.to_dict()}}
     if as_json:
         click.echo(json.dumps(summary))
@@ -232,9 +233,7 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     summary = {"task": task.name, "model": lm.model, "embedder": result.embedder, "out": str(run.path),
                "dev": result.dev_scores, "test": result.test_scores, "calls": result.calls, "budget": result.budget,
                "stopped": result.stopped, "best": result.best.to_dict(), **paths,
-               "usage": {key: lm.usage.to_dict()[key] + unlimited.usage.to_dict()[key]
-                         for key in lm.usage.to_dict()}, "proposer_usage": result.proposer_usage,
-               "test_usage": result.test_usage}
+               "usage": result.usage, "proposer_usage": result.proposer_usage, "test_usage": result.test_usage}
     if as_json:
         click.echo(json.dumps(summary))
         return

@@ -745,6 +745,14 @@ def test_eval_stopped_by_the_budget_keeps_its_calls(run_cli, tmp_path: Path, fak
     assert not set(first.seen) & set(second.seen)  # no completed call was made again
 
 
+def test_eval_json_names_the_embedder_its_demos_were_chosen_with(run_cli, tmp_path: Path, fake_model) -> None:
+    fake_model(FlakyBackend())
+    root = eval_task(tmp_path)
+    knn = json.loads(run_cli("eval", str(root), "--model", "fake/x", "--k", "2", "--select", "knn", "--json")[1])
+    assert knn["embedder"] == "tfidf"  # `auto`, decided on the pool (conftest: the TF-IDF fallback)
+    assert json.loads(run_cli("eval", str(root), "--model", "fake/x", "--k", "2", "--json")[1])["embedder"] is None
+
+
 def test_eval_stopped_by_a_failing_model_keeps_its_calls(run_cli, tmp_path: Path, fake_model) -> None:
     root = eval_task(tmp_path)
     first = FlakyBackend(fail_after=5)

@@ -135,7 +135,7 @@ def test_cli_missing_task(run_cli) -> None:
 
 def test_cli_tasks_and_cache(run_cli) -> None:
     code, out, _ = run_cli("tasks", "--json")
-    names = {row["name"] for row in json.loads(out)}
+    names = {row["name"] for row in json.loads(out)["tasks"]}
     assert code == 0 and {"support_intent", "order_extract", "fictional_facts"} <= names
     code, out, _ = run_cli("cache", "stats", "--json")
     assert code == 0 and json.loads(out)["entries"] == {}

@@ -52,7 +52,7 @@ def test_formfit_tasks_lists_them_from_the_install(installed: Path, tmp_path: Pa
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(installed)})
     assert done.returncode == 0, done.stderr
-    names = {row["name"] for row in json.loads(done.stdout)}
+    names = {row["name"] for row in json.loads(done.stdout)["tasks"]}
     assert names == {folder.name for folder in BUILTIN_DIR.iterdir() if (folder / "task.yaml").is_file()}
 
 
@@ -61,4 +61,4 @@ def test_formfit_tasks_without_the_folder_lists_none(run_cli, tmp_path: Path,
     monkeypatch.setattr(optimizer.task, "BUILTIN_DIR", tmp_path / "missing")
     monkeypatch.setattr(cli, "BUILTIN_DIR", tmp_path / "missing")
     code, out, err = run_cli("tasks", "--json")
-    assert code == 0 and json.loads(out) == [] and "no built-in tasks in" in err
+    assert code == 0 and json.loads(out) == {"tasks": []} and "no built-in tasks in" in err
