@@ -314,7 +314,8 @@ def run_command(program_dir: str, text: str | None, fields: dict[str, str], mode
 @click.argument("task_ref", metavar="TASK")
 @lm_options
 @click.option("--program", "program_dir", type=click.Path(exists=True, file_okay=False),
-              help="A `formfit optimize` run (or its program/): its prompt is the best prompt-only program.")
+              help="A `formfit optimize` run (or its program/): the best prompt-only program unless a demo-curve "
+                   "point scores higher on the same examples.")
 @click.option("--optimize-budget", type=click.IntRange(min=1), default=None,
               help="Without --program: optimize here first, with this many LM calls.")
 @click.option("--limit", type=click.IntRange(min=10), default=60, show_default=True,
@@ -356,6 +357,7 @@ def advise_command(task_ref: str, program_dir: str | None, optimize_budget: int 
                                "title": advice.title, "reasons": list(advice.reasons),
                                "expected_gain": advice.expected_gain.to_dict() if advice.expected_gain else None,
                                "expected_gain_note": advice.gain_note, "best": measurements.best.to_dict(),
+                               "best_origin": measurements.best_origin,
                                **lm.usage.to_dict(), **paths}))
         return
     out.print(f"[bold]{advice.title}[/bold]")

@@ -50,8 +50,9 @@ def measurement_rows(advice: Advice) -> list[list[str]]:
     gain = lambda e: e.text(points=True) if e else "n/a"  # noqa: E731
     monthly = advice.break_even.monthly(advice.months)
     break_even_text = "never" if monthly is None else f"{monthly:,.0f} over {advice.months:g} months"
+    beaten = [[m.program_origin, m.program.text()]] if m.program and m.best_origin != m.program_origin else []
     return [
-        ["best prompt-only program", f"{m.best.text()} ({m.best_origin})"],
+        ["best prompt-only program", f"{m.best.text()} ({m.best_origin})"], *beaten,
         ["gain, last doubling of k (knn)", gain(m.demo_gain)],
         ["gain per doubling of the pool", gain(m.pool_gain)],
         ["with constrained output", gain(m.constrained_gain)],

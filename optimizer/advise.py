@@ -2,9 +2,11 @@
 
 `measure()` runs the prompt-only approaches on the test split (seeded sample of `limit` examples, pool = train):
 accuracy against the number of demos (random and knn, k doubling up to what the context window holds), against
-the pool size at the best k, the best prompt-only program (a saved program, a budgeted `optimize`, or the best
-curve point), that program with constrained output and with the task's context shown (oracle retrieval), and the
-error taxonomy of the best program. Every score carries a bootstrap interval over the examples.
+the pool size at the best k, the best prompt-only program (the better, on the same examples, of the best demo-curve
+point and the program given or optimized by a budgeted `optimize`), that program with constrained output and with
+the task's context shown (oracle retrieval), and the error taxonomy of the best program. Every score carries a
+bootstrap interval over the examples. A verdict needs every measurement, so `measure` refuses a budget below its
+`plan()` (an upper bound on its LM requests) before the first call.
 
 `decide()` turns the measurements into one verdict with its reasons as numbers, the expected gain as an interval
 (a measured bootstrap interval, or for fine-tune for form an assumption, marked as such; none for a pilot) and the cost
@@ -37,14 +39,14 @@ from .analyze import FIXED_SCORE, FORM_KINDS, analyze, fixed_by_context
 from .costs import BreakEven, Prices, break_even
 from .embed import Embedder, make_embedder
 from .embedder_choice import task_embedder
-from .errors import BudgetExhausted
+from .errors import BudgetExhausted, ConfigError
 from .evaluate import EvalResult
 from .lm import LM
 from .prompt import MAX_TOKENS, Prompt, output_constraint, render_gold, render_inputs
-from .search import SearchConfig, context_probe, default_dev_size, evaluate_prompt, optimize
+from .search import SearchConfig, context_probe, default_dev_size, evaluate_prompt, optimize, split_dev
 from .select import demo_source, prompt_demos
 from .stats import Estimate, difference, mean, slope_per_doubling
-from .task import Task
+from .task import Example, Task
 
 CONTEXT_GAIN = 0.10
 FACT_SHARE = 0.25
@@ -68,6 +70,7 @@ VERDICTS = {
 }
 Event = Callable[[dict[str, Any]], None]
 ZERO_SHOT = ("zero-shot", 0)
+YOUR_PROGRAM, OPTIMIZED_PROGRAM = "your program", "the program optimized here"
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,9 @@ class CurvePoint:
 
 @dataclass(frozen=True)
 class Measurements:
-    """Everything `decide` looks at. Gains are paired differences on the same examples."""
+    """Everything `decide` looks at. Gains are paired differences on the same examples. `best_origin` names the best
+    prompt-only program: a curve point ("knn demos, k=4", "zero-shot") or `program_origin`, the program given or
+    optimized (`program` is its score, None without one)."""
 
     task: str
     model: str
@@ -123,6 +128,8 @@ class Measurements:
     completion_tokens: float
     training_tokens: float
     calls: int = 0
+    program: Estimate | None = None
+    program_origin: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -130,6 +137,22 @@ class Measurements:
         data["pool_curve"] = [p.to_dict() for p in self.pool_curve]
         data["best_prompt"] = self.best_prompt.to_dict()
         return data
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An upper bound on the LM requests `measure` makes, by stage: every evaluation counted whole, cached or not
+    (advise's budget charges only real calls, so a budget of `calls` never runs out)."""
+
+    stages: tuple[tuple[str, int], ...]
+
+    @property
+    def calls(self) -> int:
+        return sum(count for _, count in self.stages)
+
+    def text(self) -> str:
+        """`230 calls (curves 160, pool 40, probes 30)`."""
+        return f"{self.calls} calls ({', '.join(f'{name} {count}' for name, count in self.stages if count)})"
 
 
 @dataclass(frozen=True)
@@ -163,21 +186,27 @@ class Advice:
 def measure(task: Task, lm: LM, *, program: Prompt | None = None, optimize_budget: int | None = None,
             config: AdviseConfig | None = None, on_event: Event | None = None) -> Measurements:
     """Run every measurement `decide` needs. `program`: the best prompt from an earlier `optimize`; else, with
-    `optimize_budget`, one is optimized here (dev split, its own budget); else the best curve point is used."""
+    `optimize_budget`, one is optimized here (dev split, its own budget). The best prompt-only program is that
+    program unless the best curve point scores higher on the same examples (without one, the best curve point).
+    Raises ConfigError, before any call, when the budget left cannot cover `plan()`."""
     config = config or AdviseConfig()
+    _check_budgets(task, lm, config, plan(task, lm, config, program=program, optimize_budget=optimize_budget),
+                   optimize_budget)
     run = _Runner(task, lm, config, on_event or (lambda event: None))
     curves = {strategy: run.curve(strategy) for strategy in config.strategies}
-    scored = [(run.results[(s, p.x) if p.x else ZERO_SHOT].score, -p.x, s) for s, points in curves.items()
-              for p in points]
+    scored = [(run.results[_key(s, p.x)].score, -p.x, s) for s, points in curves.items() for p in points]
     _, fewest, best_strategy = max(scored)  # ties go to fewer demos
     best_k = -fewest
     pool_curve = run.pool_curve(best_k) if best_k else ()
-    origin, best_prompt = "program", program
-    if best_prompt is None and optimize_budget:
-        origin, best_prompt = "optimize", run.optimized(optimize_budget)
-    if best_prompt is None:
-        origin, best_prompt = "curve", Prompt(task.instruction, best_k, best_strategy)
-    best = run.prompt(best_prompt, "best")
+    best_prompt, best = Prompt(task.instruction, best_k, best_strategy), run.results[_key(best_strategy, best_k)]
+    origin, own, own_origin, own_score = _curve_name(best_strategy, best_k), program, YOUR_PROGRAM, None
+    if own is None and optimize_budget:
+        own, own_origin = run.optimized(optimize_budget), OPTIMIZED_PROGRAM
+    if own is not None:
+        result = run.prompt(own, "program")
+        own_score = mean(_scores(result), config.seed)
+        if result.score >= best.score:  # the program stays the best unless a curve point beats it
+            best_prompt, best, origin = own, result, own_origin
     constrained, can_constrain = None, output_constraint(task, lm.backend_kind) is not None
     if can_constrain and not best_prompt.constrain:
         constrained = difference(_scores(run.prompt(replace(best_prompt, constrain=True), "constrained")),
@@ -203,8 +232,66 @@ def measure(task: Task, lm: LM, *, program: Prompt | None = None, optimize_budge
         kinds=dict(analysis.kinds), shares=analysis.shares(), form_rate=form / max(1, len(best.rows)),
         prompt_tokens_now=_mean(row.prompt_tokens for row in best.rows), prompt_tokens_tuned=tuned_tokens,
         completion_tokens=completion, training_tokens=len(run.pool) * (tuned_tokens + completion),
-        calls=lm.usage.calls,
+        calls=lm.usage.calls, program=own_score, program_origin=own_origin if own is not None else None,
     )
+
+
+def plan(task: Task, lm: LM, config: AdviseConfig, *, program: Prompt | None = None,
+         optimize_budget: int | None = None) -> Plan:
+    """The LM requests `measure` may make with these arguments (an upper bound: the pool curve as at the k with
+    the most pool sizes, both probes wherever they may run)."""
+    pool = task.split("train")
+    n = min(config.limit, len(task.split("test")))
+    ks = fitting_ks(task, pool, lm.context_window, config.ks)
+    curves = (1 + len(config.strategies) * (len(ks) - 1)) * n
+    pool_points = max((len(pool_sizes(len(pool), k, config.pool_fractions)) for k in ks if k), default=0)
+    judged = program is not None or bool(optimize_budget)
+    probes = (output_constraint(task, lm.backend_kind) is not None) + bool(task.context_field)
+    return Plan((("curves", curves), ("pool", pool_points * n), ("optimize", 0 if program else optimize_budget or 0),
+                 ("program", n * judged), ("probes", probes * n)))
+
+
+def _check_budgets(task: Task, lm: LM, config: AdviseConfig, needed: Plan, optimize_budget: int | None) -> None:
+    """Refuse, before any call, a budget short of the plan, and an optimize stage that cannot pay for the search's
+    baseline dev evaluation: either would stop `measure` after calls that no verdict uses."""
+    remaining = lm.budget.remaining
+    if remaining is not None and remaining < needed.calls:
+        raise ConfigError(f"--budget {remaining} cannot cover advise's plan: {needed.text()}; raise --budget or lower "
+                          "--limit/--max-k")
+    if optimize_budget:
+        dev = len(split_dev(task, default_dev_size(optimize_budget), config.seed)[1])
+        if optimize_budget < dev:
+            raise ConfigError(f"--optimize-budget {optimize_budget} cannot cover the baseline's evaluation on {dev} "
+                              "dev examples; raise --optimize-budget")
+
+
+def fitting_ks(task: Task, pool: Sequence[Example], context_window: int, ks: Sequence[int]) -> list[int]:
+    """0 and the k values of `ks` that fit the pool and CONTEXT_USE of the context window (token counts estimated
+    from characters: an input is about one demo long, plus 64 tokens of template)."""
+    per_demo = _mean(len(render_inputs(task, e.inputs)) + len(render_gold(task, e.gold)) + 20
+                     for e in pool[:50]) / CHARS_PER_TOKEN
+    prompt = len(task.instruction) / CHARS_PER_TOKEN + per_demo + 64
+    room = context_window * CONTEXT_USE - prompt - MAX_TOKENS[task.output_type]
+    return [0] + [k for k in ks if 0 < k <= len(pool) and k * per_demo <= room]
+
+
+def pool_sizes(n_pool: int, k: int, fractions: Sequence[float]) -> list[int]:
+    """The pool sizes of the pool curve at k demos: each fraction of the pool (at least k), repeats dropped."""
+    sizes: list[int] = []
+    for fraction in fractions:
+        size = max(k, round(n_pool * fraction))
+        if not sizes or size != sizes[-1]:
+            sizes.append(size)
+    return sizes
+
+
+def _key(strategy: str, k: int) -> tuple[str, int]:
+    """The key of a demo-curve point's result; k = 0 (zero-shot) is one point for every strategy."""
+    return (strategy, k) if k else ZERO_SHOT
+
+
+def _curve_name(strategy: str, k: int) -> str:
+    return f"{strategy} demos, k={k}" if k else "zero-shot"
 
 
 class _Runner:
@@ -219,30 +306,22 @@ class _Runner:
         name = task_embedder(config.embedder, task, self.pool, cache=lm.cache, seed=config.seed)
         self.embedder: Embedder = make_embedder(name, api_base=lm.api_base, cache=lm.cache)
         self.results: dict[Any, EvalResult] = {}
-        self.ks = self.fitting_ks()
+        self.ks = fitting_ks(task, self.pool, lm.context_window, config.ks)
 
     def step(self, name: str, work: Callable[[], EvalResult]) -> EvalResult:
         self.on_event({"stage": name, "calls": self.lm.usage.calls})
         result = work()
-        if not result.complete:
-            raise BudgetExhausted(f"the budget ran out while measuring {name} after {self.lm.usage.calls} calls; "
-                                  "rerun with a larger --budget (completed calls are cached)")
+        if not result.complete:  # the call budget covers the plan, so this is --max-dollars
+            raise BudgetExhausted(f"{result.stopped} while measuring {name} after {self.lm.usage.calls} calls; a "
+                                  "verdict needs every measurement: rerun with a larger --max-dollars (completed "
+                                  "calls are cached)")
         return result
-
-    def fitting_ks(self) -> list[int]:
-        """0 and the configured k values that fit the pool and CONTEXT_USE of the context window (token counts
-        estimated from characters: an input is about one demo long, plus 64 tokens of template)."""
-        per_demo = _mean(len(render_inputs(self.task, e.inputs)) + len(render_gold(self.task, e.gold)) + 20
-                         for e in self.pool[:50]) / CHARS_PER_TOKEN
-        prompt = len(self.task.instruction) / CHARS_PER_TOKEN + per_demo + 64
-        room = self.lm.context_window * CONTEXT_USE - prompt - MAX_TOKENS[self.task.output_type]
-        return [0] + [k for k in self.config.ks if 0 < k <= len(self.pool) and k * per_demo <= room]
 
     def curve(self, strategy: str) -> tuple[CurvePoint, ...]:
         """Scores over k for one strategy; k = 0 (zero-shot) is measured once for all strategies."""
         points = []
         for k in self.ks:
-            key = ZERO_SHOT if k == 0 else (strategy, k)
+            key = _key(strategy, k)
             if key not in self.results:
                 source = demo_source(self.task, self.pool, k, strategy, seed=self.config.seed, embedder=self.embedder)
                 prompt = Prompt(self.task.instruction, k, strategy)
@@ -255,10 +334,7 @@ class _Runner:
         shuffled = list(self.pool)
         random.Random(self.config.seed).shuffle(shuffled)
         points = []
-        for fraction in self.config.pool_fractions:
-            size = max(k, round(len(shuffled) * fraction))
-            if points and size == points[-1].x:
-                continue
+        for size in pool_sizes(len(shuffled), k, self.config.pool_fractions):
             source = demo_source(self.task, shuffled[:size], k, "knn", seed=self.config.seed, embedder=self.embedder)
             prompt = Prompt(self.task.instruction, k, "knn")
             self.results[("pool", size)] = self.step(f"pool {size}", lambda: evaluate_prompt(
@@ -323,7 +399,9 @@ def decide(m: Measurements, prices: Prices, *, monthly_calls: int | None = None,
 def _rule(m: Measurements, cost: BreakEven, monthly_calls: int | None,
           months: float) -> tuple[str, list[str], Estimate | None, str]:
     """The verdict, its reasons, the expected gain and, when that gain is assumed, a note saying so."""
-    best = f"the best prompt-only program scores {m.best.text()} ({_describe(m)})"
+    best = f"the best prompt-only program scores {m.best.text()} ({_describe(m)})" + (
+        f"; {m.program_origin} scores {m.program.text()} on the same examples"
+        if m.program is not None and m.best_origin != m.program_origin else "")
     gap = max(1e-9, 1.0 - m.best.value)
     levers = {"more demos": m.demo_gain, "more data": m.pool_gain, "constrained output": m.constrained_gain}
     others = {name: gain for name, gain in levers.items() if gain is not None}
@@ -452,10 +530,13 @@ def _context(m: Measurements, cost: BreakEven, months: float) -> list[str]:
 
 
 def _describe(m: Measurements) -> str:
-    """The best program's demos, and its constrained output where the backend applies it."""
+    """Where the best program comes from: a curve point by name, or the program given or optimized with its demos
+    and its constrained output where the backend applies it."""
+    if m.best_origin != m.program_origin:
+        return m.best_origin
     prompt = m.best_prompt
     demos = f"{prompt.k} {prompt.strategy} demos" if prompt.k else "no demos"
-    return demos + (", constrained output" if prompt.constrain and m.can_constrain else "")
+    return f"{m.best_origin}: " + demos + (", constrained output" if prompt.constrain and m.can_constrain else "")
 
 
 def _gain(estimate: Estimate | None) -> str:

@@ -3,6 +3,7 @@ measurements (every verdict reachable, thresholds respected)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -24,7 +25,7 @@ from optimizer.advise import (
 )
 from optimizer.cache import Cache
 from optimizer.costs import Prices, break_even, model_prices
-from optimizer.errors import BudgetExhausted
+from optimizer.errors import BudgetExhausted, ConfigError
 from optimizer.lm import LM, Budget
 from optimizer.prompt import Prompt
 from optimizer.stats import Estimate, difference, mean, slope_per_doubling
@@ -41,7 +42,8 @@ BASE = Measurements(
     task="t", model="m", output_type="label", n_labels=5, n_pool=800, n_eval=100,
     demo_curves={"knn": (CurvePoint(0, est(0.3), 80), CurvePoint(4, est(0.6), 300), CurvePoint(8, est(0.7), 500))},
     best_k=8, pool_curve=(CurvePoint(100, est(0.6), 500), CurvePoint(800, est(0.7), 500)),
-    pool_gain=est(0.005, 0.01), demo_gain=est(0.005, 0.01), best_prompt=Prompt("x", 8, "knn"), best_origin="curve",
+    pool_gain=est(0.005, 0.01), demo_gain=est(0.005, 0.01), best_prompt=Prompt("x", 8, "knn"),
+    best_origin="knn demos, k=8",
     best=est(0.85), constrained_gain=est(0.0, 0.01), can_constrain=True, context_gain=None, kinds={"content": 30},
     shares={"form": 0.0, "content": 1.0, "fact": 0.0}, form_rate=0.0, prompt_tokens_now=500.0,
     prompt_tokens_tuned=80.0, completion_tokens=5.0, training_tokens=800 * 85.0,
@@ -117,14 +119,15 @@ def test_remaining_form_errors_mean_fine_tune_for_form() -> None:
 
 def test_form_errors_under_an_already_constrained_program_are_not_blamed_on_the_backend() -> None:
     form = replace(BASE, best=est(0.6), demo_gain=est(0.05), form_rate=0.3, best_prompt=Prompt("x", 8, "knn", True),
+                   best_origin="your program", program=est(0.6), program_origin="your program",
                    constrained_gain=None, kinds={"invalid_json": 30},
                    shares={"form": 1.0, "content": 0.0, "fact": 0.0})
     reasons = decide(form, FREE).reasons
     assert "the best program already constrains its output, and the form errors remain" in reasons
-    assert "(8 knn demos, constrained output)" in reasons[0] and "cannot" not in " ".join(reasons)
+    assert "(your program: 8 knn demos, constrained output)" in reasons[0] and "cannot" not in " ".join(reasons)
     unable = decide(replace(form, can_constrain=False), FREE).reasons  # a saved program's flag the backend ignores
     assert "constrained output does not remove them (this backend cannot constrain the output)" in unable
-    assert "(8 knn demos)" in unable[0]
+    assert "(your program: 8 knn demos)" in unable[0]
 
 
 def test_many_labels_with_a_rising_curve_mean_fine_tune_for_form() -> None:
@@ -224,10 +227,61 @@ def test_optimizing_inside_advise_counts_its_calls_and_keeps_to_the_budget(tmp_p
     backend = ScriptedBackend(two_demo_model)
     lm = LM("fake/colors", cache=Cache(tmp_path / "a"), backend=backend)
     m = measure(task, lm, optimize_budget=300, config=AdviseConfig(limit=20, ks=(0, 1, 2)), on_event=events.append)
-    assert m.best_origin == "optimize" and m.calls == backend.calls == lm.usage.calls
+    assert m.program_origin == "the program optimized here" and m.calls == backend.calls == lm.usage.calls
     optimizing = [event["calls"] for event in events if event["stage"].startswith("optimize round")]
     assert optimizing and optimizing[-1] > optimizing[0]  # progress moves while it optimizes
-    capped = LM("fake/colors", cache=Cache(tmp_path / "b"), budget=Budget(150), backend=ScriptedBackend(two_demo_model))
-    with pytest.raises(BudgetExhausted):
-        measure(task, capped, optimize_budget=300, config=AdviseConfig(limit=20, ks=(0, 1, 2)))
-    assert capped.backend.calls <= 150  # the command's cap holds through the optimize stage
+    # the plan: curves (zero-shot, random and knn at k 1, 2) 100, pool 80, optimize 300, the optimized program 20
+    plan = "500 calls (curves 100, pool 80, optimize 300, program 20)"
+    short = LM("fake/colors", cache=Cache(tmp_path / "b"), budget=Budget(499), backend=ScriptedBackend(two_demo_model))
+    with pytest.raises(ConfigError, match=re.escape(f"--budget 499 cannot cover advise's plan: {plan}")):
+        measure(task, short, optimize_budget=300, config=AdviseConfig(limit=20, ks=(0, 1, 2)))
+    assert short.backend.calls == 0  # refused before any call
+    capped = LM("fake/colors", cache=Cache(tmp_path / "c"), budget=Budget(500), backend=ScriptedBackend(two_demo_model))
+    measure(task, capped, optimize_budget=300, config=AdviseConfig(limit=20, ks=(0, 1, 2)))
+    assert capped.backend.calls <= 500  # a budget that covers the plan is never reached, optimize stage included
+
+
+def test_a_budget_below_the_plan_is_refused_before_any_call_and_the_plan_is_a_bound(tmp_path) -> None:
+    """advise needs every measurement for its verdict: a budget short of its plan (every evaluation counted whole,
+    cached or not) is refused before the first call; a budget equal to it always suffices."""
+    task, config = colors_task(60), AdviseConfig(limit=20, ks=(0, 1, 2, 4))
+    short = LM("fake/colors", cache=Cache(tmp_path / "a"), budget=Budget(219), backend=ScriptedBackend(two_demo_model))
+    with pytest.raises(ConfigError, match=re.escape("--budget 219 cannot cover advise's plan: 220 calls (curves 140, "
+                                                    "pool 80); raise --budget or lower --limit/--max-k")):
+        measure(task, short, config=config)
+    assert short.backend.calls == 0
+    enough = LM("fake/colors", cache=Cache(tmp_path / "a"), budget=Budget(220), backend=ScriptedBackend(two_demo_model))
+    assert measure(task, enough, config=config).calls == enough.backend.calls <= 220
+    with pytest.raises(ConfigError, match=re.escape("--optimize-budget 5 cannot cover the baseline's evaluation on "
+                                                    "12 dev examples; raise --optimize-budget")):
+        measure(task, LM("fake/colors", cache=Cache(tmp_path / "b"), backend=ScriptedBackend(two_demo_model)),
+                optimize_budget=5, config=config)
+
+
+def test_a_dollar_cap_that_stops_advise_says_which_budget_ran_out(tmp_path) -> None:
+    lm = LM("fake/colors", cache=Cache(tmp_path), budget=Budget(max_dollars=0.05),
+            backend=ScriptedBackend(two_demo_model))
+    with pytest.raises(BudgetExhausted, match=r"budget of \$0\.05 is spent.*--max-dollars"):
+        measure(colors_task(60), lm, config=AdviseConfig(limit=20, ks=(0, 1, 2)))
+
+
+def test_the_best_prompt_only_program_is_the_best_measured_not_the_saved_one(tmp_path) -> None:
+    """A saved program that scores below a demo-curve point on the same examples is not the best prompt-only
+    program: the comparison with a fine-tune is against the strongest option, named, and the probes and the error
+    analysis are of that option."""
+    task, config = colors_task(60), AdviseConfig(limit=20, ks=(0, 1, 2, 4))
+    lm = LM("fake/colors", cache=Cache(tmp_path), backend=ScriptedBackend(two_demo_model))
+    m = measure(task, lm, program=Prompt("Say the colour.", 1, "knn"), config=config)  # one demo: always wrong
+    assert m.best.value == 1.0 and m.best_origin == "random demos, k=2"  # ties go to the fewest demos
+    assert m.best_prompt == Prompt("Say the colour.", 2, "random") and m.form_rate == 0.0
+    assert m.program.value == 0.0 and m.program_origin == "your program"
+    first = decide(m, FREE).reasons[0]
+    assert first == ("the best prompt-only program scores 1.000 [1.000, 1.000] (random demos, k=2); your program "
+                     "scores 0.000 [0.000, 0.000] on the same examples")
+    rows = measurement_rows(decide(m, FREE))
+    assert rows[:2] == [["best prompt-only program", "1.000 [1.000, 1.000] (random demos, k=2)"],
+                        ["your program", "0.000 [0.000, 0.000]"]]
+    kept = measure(task, lm, program=Prompt("Say the colour.", 4, "knn"), config=config)  # as good: it stays
+    assert kept.best_origin == "your program" and kept.best_prompt == Prompt("Say the colour.", 4, "knn")
+    assert decide(kept, FREE).reasons[0] == ("the best prompt-only program scores 1.000 [1.000, 1.000] (your program: "
+                                             "4 knn demos)")

@@ -634,6 +634,29 @@ def test_a_budget_below_the_baseline_dev_evaluation_leaves_no_run_behind(run_cli
     assert code == 0, err
 
 
+def test_an_advise_budget_below_its_plan_is_refused_before_any_call(run_cli, tmp_path: Path, fake_model) -> None:
+    """advise needs every measurement for a verdict, so a --budget (or --optimize-budget) that cannot pay for its
+    plan is a bad option, refused before any call; a --budget equal to the plan runs and writes the advice."""
+    root = write_task(tmp_path / "t", files={"train.jsonl": jsonl(*rows(40)), "test.jsonl": jsonl(*rows(20, 100))})
+    out_dir = tmp_path / "advice"
+    backend = FlakyBackend()
+    fake_model(backend)
+    command = ["advise", str(root), "--model", "fake/x", "--limit", "10", "--max-k", "2", "--out", str(out_dir)]
+    code, out, err = run_cli(*command, "--budget", "89")  # curves: zero-shot, random and knn at k 1, 2; pool: 4 sizes
+    assert_one_line_error(code, out, err, "--budget 89 cannot cover advise's plan: 90 calls (curves 50, pool 40); "
+                                          "raise --budget or lower --limit/--max-k")
+    assert backend.calls == 0 and not (out_dir / "advice.json").exists()
+    code, out, err = run_cli(*command, "--optimize-budget", "5")  # dev: a fifth of the 40 train rows
+    assert_one_line_error(code, out, err, "--optimize-budget 5 cannot cover the baseline's evaluation on 8 dev "
+                                          "examples; raise --optimize-budget")
+    assert backend.calls == 0
+    code, out, err = run_cli(*command, "--budget", "90", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["lm_calls"] == backend.calls <= 90 and (out_dir / "advice.json").exists()
+    assert summary["best_origin"] == "zero-shot"  # this model is right without demos
+
+
 def test_a_gguf_file_llama_cpp_cannot_load_is_one_line_exit_2(run_cli, tmp_path: Path) -> None:
     """The real llama.cpp, on a file that is no GGUF model (it fails at once, before any call)."""
     root = write_task(tmp_path / "t")
