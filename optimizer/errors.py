@@ -70,16 +70,14 @@ def located(path: object, line: int | None = None) -> str:
     return f"{path}:{line}" if line else f"{path}"
 
 
-_SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
+# a word of an environment variable's name that says it holds a credential: OPENAI_API_KEY, WATSONX_APIKEY,
+# AWS_BEARER_TOKEN_BEDROCK, VERTEXAI_CREDENTIALS, ... (not TOKENIZERS_PARALLELISM: whole words only)
+_SECRET_NAME = re.compile(r"(?:^|_)(?:[A-Z]*KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(?:_|$)")
 
 
 def secret_values() -> list[str]:
     """Values of environment variables that look like credentials (API keys, tokens)."""
-    return [
-        value
-        for name, value in os.environ.items()
-        if name.upper().endswith(_SECRET_SUFFIXES) and len(value) >= 8
-    ]
+    return [value for name, value in os.environ.items() if _SECRET_NAME.search(name.upper()) and len(value) >= 8]
 
 
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s]+@")

@@ -209,6 +209,14 @@ def test_redact_and_public_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert public_url(f"http://{USER}:{PASSWORD}@[::1]:8080/v1") == "http://[::1]:8080/v1"
 
 
+@pytest.mark.parametrize("name", ["WATSONX_APIKEY", "WATSONX_ZENAPIKEY", "AWS_BEARER_TOKEN_BEDROCK",
+                                  "VERTEXAI_CREDENTIALS", "GIGACHAT_CREDENTIALS", "DB_PASSWD", "openai_api_key"])
+def test_credentials_under_provider_specific_names_are_masked(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, "s3cr3t-value-123")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false-but-long")  # a word containing TOKEN is no credential
+    assert redact("sent s3cr3t-value-123 with false-but-long") == "sent *** with false-but-long"
+
+
 def test_credential_query_parameters_are_masked() -> None:
     """Google-style `?key=`, `api_key`, tokens and Azure SAS signatures; other parameters stay as they are."""
     url = f"https://h.example/v1?api-version=2024-10-01&api_key={OTHER_KEY}&sig=s1gn&access_token=t0k#top"
