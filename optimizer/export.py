@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .data import jsonl_lines
-from .errors import ConfigError, DataError, writing
+from .errors import ConfigError, DataError, TaskError, writing
+from .program import SELECTOR_DIR
 from .prompt import Prompt, render_gold, render_inputs
 from .select import fixed_demos
 from .task import Example, Task, load_task
@@ -35,7 +36,10 @@ def load_run(run_dir: str | Path) -> tuple[Task, Prompt]:
         prompt = Prompt(**spec["prompt"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{run}: not a finished formfit optimize run ({exc})") from None
-    return load_task(task_ref), prompt
+    try:
+        return load_task(task_ref), prompt
+    except TaskError as exc:  # the task folder moved since the run: say where its path came from
+        raise TaskError(f"{run / 'run.json'}: its task {task_ref!r} cannot be loaded ({exc})") from None
 
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
@@ -53,7 +57,19 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
                     f"OpenAI needs at least {OPENAI_MIN_EXAMPLES} examples, this file has {count}"}
         signature = write_dspy_state(task, prompt, task.split("train"), out)
         return {"format": fmt, "path": str(out), "demos": prompt.k,
-                "load": f"dspy.Predict({signature!r}).load({str(out)!r})"}
+                "load": f"dspy.Predict({signature!r}).load({str(out)!r})", "warning": dspy_warning(prompt, run_dir)}
+
+
+def dspy_warning(prompt: Prompt, run_dir: str | Path) -> str | None:
+    """What a `dspy.Predict` cannot hold of `prompt`: demos chosen per input, constrained output."""
+    lost = []
+    if prompt.k and prompt.strategy != "fixed":
+        selector = Path(run_dir) / "program" / SELECTOR_DIR
+        lost.append(f"its {prompt.strategy} demos, chosen per input, are {prompt.k} static ones here (for per-input "
+                    f"demos: optimizer.interop.dspy.SimilarDemos with ExampleSelector.load({str(selector)!r}))")
+    if prompt.constrain:
+        lost.append("its constrained output (grammar / JSON mode) is not part of a dspy.Predict")
+    return "the program differs from this export: " + "; ".join(lost) if lost else None
 
 
 def chat_example(task: Task, instruction: str, example: Example) -> dict[str, Any]:

@@ -50,7 +50,8 @@ class Program:
     def predict(self, **inputs: Any) -> Prediction:
         missing = [key for key in self.task.inputs if key not in inputs]
         if missing:
-            raise ConfigError(f"program {self.task.name!r} needs input field(s): {', '.join(missing)}")
+            given = f" (given: {', '.join(inputs)})" if inputs else ""
+            raise ConfigError(f"program {self.task.name!r} needs input field(s): {', '.join(missing)}{given}")
         values = {key: str(inputs[key]) for key in self.task.inputs}
         demos = self._source.demos_for(Example(id="", inputs=values, gold=None))
         constraint = output_constraint(self.task, self.lm.backend_kind) if self.prompt.constrain else None

@@ -10,7 +10,8 @@ import pytest
 
 import cli
 from optimizer.errors import ConfigError, DataError
-from optimizer.export import static_demos, validate_openai_jsonl
+from optimizer.export import dspy_warning, static_demos, validate_openai_jsonl
+from optimizer.prompt import Prompt
 from optimizer.lm import LM
 from optimizer.task import load_task
 from test_search import CONFIG, RecordingBackend, model
@@ -88,6 +89,21 @@ def test_bad_run_and_format_are_one_line_errors(tmp_path: Path, run_cli) -> None
     with pytest.raises(ConfigError):
         from optimizer.export import export_run
         export_run(tmp_path, "yaml", tmp_path / "x")
+
+
+def test_a_run_whose_task_folder_moved_names_its_run_json(finished_run: Path, planted, run_cli) -> None:
+    planted.root.rename(planted.root.with_name("moved"))
+    code, _, err = run_cli("export", str(finished_run), "--format", "openai-jsonl")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{finished_run / 'run.json'}: its task '{planted.root}' cannot be loaded" in err
+
+
+def test_the_dspy_export_says_what_a_predict_cannot_hold(tmp_path: Path) -> None:
+    assert dspy_warning(Prompt("x", k=16, strategy="fixed", demo_ids=("a",)), tmp_path) is None
+    assert dspy_warning(Prompt("x"), tmp_path) is None
+    knn = dspy_warning(Prompt("x", k=4, strategy="knn", constrain=True), tmp_path)
+    assert "knn demos, chosen per input, are 4 static ones" in knn and "constrained output" in knn
+    assert f"ExampleSelector.load({str(tmp_path / 'program' / 'selector')!r})" in knn
 
 
 def test_static_demos_take_labels_in_turn(planted) -> None:

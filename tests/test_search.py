@@ -101,6 +101,8 @@ def test_a_library_result_saves_the_program_formfit_optimize_would(planted, tmp_
     saved = load_program(result.save(tmp_path / "prog", planted, lm), lm=lm.with_budget(Budget()))
     assert saved.prompt == result.best and result.best.instruction != planted.instruction
     assert saved(text="item 200 is about beta") == "beta"
+    with pytest.raises(ConfigError, match=r"needs input field\(s\): text \(given: txt\)"):
+        saved(txt="item 200 is about beta")
     run = RunFolder.open(tmp_path / "run", False, {"dev_size": CONFIG.dev_size, "embedder": result.embedder})
     from_cli = Path(run.finish(planted, result, lm)["program"])
     assert (from_cli / "program.json").read_text() == (tmp_path / "prog" / "program.json").read_text()
