@@ -20,17 +20,17 @@ from optimizer.advise import AdviseConfig, decide, measure
 from optimizer.cache import Cache
 from optimizer.costs import model_prices
 from optimizer.export import FORMATS, export_run
-from optimizer.errors import FormfitError, public_url, redact
+from optimizer.errors import FormfitError, public_url, redact, writing
 from optimizer.evaluate import EvalResult, evaluate
 from optimizer.lm import CACHE_NAMESPACE as LM_NAMESPACE, DEFAULT_MODEL, LM, LOCAL_MODELS, Budget
 from optimizer.data import SUFFIXES
-from optimizer.embed import CACHE_NAMESPACE as EMBEDDING_NAMESPACE, EMBEDDERS, make_embedder
+from optimizer.embed import CACHE_NAMESPACE as EMBEDDING_NAMESPACE, EMBEDDERS, embedder_name, make_embedder
 from optimizer.embedder_choice import task_embedder
 from optimizer.errors import ConfigError
 from optimizer.program import load_program
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, default_dev_size, optimize, search_embedder, split_dev
-from optimizer.select import DEDUPE, STRATEGIES, ExampleSelector, demo_source, example_record, file_pool
+from optimizer.select import DEDUPE, STRATEGIES, DemoSource, ExampleSelector, demo_source, example_record, file_pool
 from optimizer.task import BUILTIN_DIR, Task, builtin_tasks, load_task
 
 err = Console(stderr=True)
@@ -127,25 +127,38 @@ def tasks_command(as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--instruction", default=None, help="Use this instruction instead of the task's.")
 @click.option("--with-context", is_flag=True, help="Show the task's context field to the model (oracle retrieval).")
+@click.option("--program", "program_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Score a saved program (a `formfit optimize` run or its program/) instead: its instruction, demos "
+                   "and output constraint, on --model.")
 @click.option("--show", type=click.IntRange(min=0), default=10, show_default=True, help="Failures to list.")
+@click.option("--rows", "rows_path", type=click.Path(dir_okay=False), default=None,
+              help="Write every scored row (input, output, prediction, gold, score, error kind) to this JSONL file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
 def eval_command(task_ref: str, split: str, limit: int | None, k: int, strategy: str, embedder: str, seed: int,
-                 instruction: str | None, with_context: bool, show: int, as_json: bool, **lm_args: Any) -> None:
-    """Evaluate TASK's instruction (a task folder or built-in name) on one split."""
+                 instruction: str | None, with_context: bool, program_dir: str | None, show: int,
+                 rows_path: str | None, as_json: bool, **lm_args: Any) -> None:
+    """Evaluate TASK's instruction (a task folder or built-in name), or a saved program, on one split."""
     task = load_task(task_ref)
     if with_context:
         task = task.with_context()
     examples = task.split(split)[:limit]
     lm = make_lm(**lm_args)
-    if k and strategy != "random":  # auto is decided on the demo pool
-        embedder = task_embedder(embedder, task, task.split("train"), cache=lm.cache, seed=seed)
-    demos = demo_source(task, task.split("train"), k, strategy, seed=seed,
-                        embedder=make_embedder(embedder, cache=lm.cache, api_base=lm_args["api_base"]))
     with progress_bar(f"eval {task.name}/{split}") as update:
-        result = evaluate(task, instruction or task.instruction, lm, examples, demos=demos, seed=seed,
-                          on_progress=update)
-    summary = {"task": task.name, "split": split, "model": lm.model, "k": k, "select": strategy,
-               "embedder": embedder if k and strategy != "random" else None, **result.to_dict(),
+        if program_dir:
+            check_program_options(k=k, instruction=instruction, with_context=with_context)
+            program = load_program(program_path(program_dir), lm=lm)
+            result = program.evaluate(examples, task=task, on_progress=update)
+            settings = {"program": program_dir, "k": program.prompt.k, "select": program.prompt.strategy,
+                        "embedder": embedder_name(program.selector.embedder) if program.selector else None}
+        else:
+            demos, settings = eval_demos(task, k, strategy, embedder, seed, lm, lm_args["api_base"])
+            result = evaluate(task, instruction or task.instruction, lm, examples, demos=demos, seed=seed,
+                              on_progress=update)
+    if rows_path:
+        with writing(Path(rows_path), "the rows"):
+            Path(rows_path).write_text("".join(json.dumps(row.to_dict(), ensure_ascii=False) + "\n"
+                                               for row in result.rows), encoding="utf-8")
+    summary = {"task": task.name, "split": split, "model": lm.model, **settings, **result.to_dict(),
                **{key: value for key, value in lm.usage.to_dict().items() if key not in result.to_dict()}}
     if as_json:
         click.echo(json.dumps(summary))
@@ -154,6 +167,23 @@ def eval_command(task_ref: str, split: str, limit: int | None, k: int, strategy:
     if result.stopped:
         err.print(f"[yellow]stopped early: {result.stopped}; rerun with a larger --budget to finish "
                   "(completed calls are cached)[/]")
+
+
+def check_program_options(**given: Any) -> None:
+    """A saved program brings its own instruction and demos: eval options that set them are refused with it."""
+    clash = [name.replace("_", "-") for name, value in given.items() if value]
+    if clash:
+        raise ConfigError(f"--program sets the instruction and demos; drop --{', --'.join(clash)}")
+
+
+def eval_demos(task: Task, k: int, strategy: str, embedder: str, seed: int, lm: LM,
+               api_base: str | None) -> tuple[DemoSource, dict[str, Any]]:
+    """The demo source of `formfit eval --k K --select STRATEGY` and the settings it reports (`auto` decided)."""
+    if k and strategy != "random":  # auto is decided on the demo pool
+        embedder = task_embedder(embedder, task, task.split("train"), cache=lm.cache, seed=seed)
+    demos = demo_source(task, task.split("train"), k, strategy, seed=seed,
+                        embedder=make_embedder(embedder, cache=lm.cache, api_base=api_base))
+    return demos, {"k": k, "select": strategy, "embedder": embedder if k and strategy != "random" else None}
 
 
 def render_eval(result: EvalResult, summary: dict[str, Any], show: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from .cache import Cache
 from .embed import Embedder
 from .errors import ConfigError, check_format, public_url
+from .evaluate import EvalResult, Progress, evaluate
 from .lm import LM
 from .prompt import Prompt, build_request, output_constraint, parse_output
 from .select import DEDUPE, STRATEGIES, DemoSource, ExampleSelector, NoDemos, example_record, prompt_demos
@@ -60,6 +61,18 @@ class Program:
         parsed = parse_output(self.task, text)
         return Prediction(parsed.value, text, parsed.form_error)
 
+    def evaluate(self, examples: Sequence[Example], *, task: Task | None = None,
+                 on_progress: Progress | None = None) -> EvalResult:
+        """This program (instruction, demos, output constraint) scored on `examples` of `task` (by default its own
+        saved spec; give the loaded task for a custom metric file), which must have the program's fields."""
+        task = task or self.task
+        if (task.inputs, task.output) != (self.task.inputs, self.task.output):
+            raise ConfigError(f"program {self.task.name!r} maps {', '.join(self.task.inputs)} -> {self.task.output}; "
+                              f"task {task.name!r} maps {', '.join(task.inputs)} -> {task.output}")
+        constraint = output_constraint(task, self.lm.backend_kind) if self.prompt.constrain else None
+        return evaluate(task, self.prompt.instruction, self.lm, examples, demos=self._source, constraint=constraint,
+                        on_progress=on_progress)
+
     def _demos(self) -> DemoSource:
         if not self.prompt.k or self.selector is None:
             return NoDemos()
@@ -76,7 +89,8 @@ class _SelectedDemos:
         self.task, self.selector = task, selector
 
     def demos_for(self, example: Example) -> list[Example]:
-        return [record_example(self.task, record) for record in self.selector.select(example.inputs)]
+        chosen = self.selector.select(example.inputs, exclude_id=example.id or None)  # never a demo of itself
+        return [record_example(self.task, record) for record in chosen]
 
 
 def record_example(task: Task, record: Mapping[str, Any]) -> Example:

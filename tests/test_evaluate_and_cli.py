@@ -152,3 +152,28 @@ def test_cli_eval_shows_model_output_as_text_not_rich_markup(run_cli, tmp_path: 
     code, out, err = run_cli("eval", str(write_task(tmp_path / "t")), "--model", "fake/x", "--limit", "1")
     assert code == 0, err
     assert answer in out and answer + "\\" not in out and "label_outside_set 1" in out
+
+
+def test_eval_scores_a_saved_program_and_writes_its_rows(planted, run_cli, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`eval --program RUN` scores what `formfit run` would answer (the optimized instruction and demos), not the
+    task's instruction; `--rows` keeps every scored row."""
+    from test_search import RecordingBackend
+
+    monkeypatch.setattr(cli, "LM", lambda name, **options: LM(name, backend=RecordingBackend(), **options))
+    run, rows = tmp_path / "run", tmp_path / "rows.jsonl"
+    code, out, err = run_cli("optimize", str(planted.root), "--model", "fake/planted", "--budget", "300",
+                             "--embedder", "tfidf", "--no-test", "--out", str(run), "--json")
+    assert code == 0, err
+    best = json.loads(out)["best"]
+    code, out, err = run_cli("eval", str(planted.root), "--model", "fake/planted", "--program", str(run),
+                             "--rows", str(rows), "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["score"] == 1.0 and (summary["k"], summary["select"]) == (best["k"], best["strategy"])
+    assert json.loads(run_cli("eval", str(planted.root), "--model", "fake/planted", "--json")[1])["score"] < 1.0
+    written = [json.loads(line) for line in rows.read_text(encoding="utf-8").splitlines()]
+    assert [row["id"] for row in written] == [example.id for example in planted.split("test")]
+    assert all(row["score"] == 1.0 and row["prediction"] == row["gold"] for row in written)
+    code, _, err = run_cli("eval", str(planted.root), "--program", str(run), "--k", "2", "--instruction", "x")
+    assert code == 2 and "--program sets the instruction and demos; drop --k, --instruction" in err
