@@ -91,10 +91,11 @@ def cli() -> None:
 
 
 @cli.command("tasks")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def tasks_command(as_json: bool) -> None:
-    """List the built-in tasks."""
-    tasks = builtin_tasks()
+@click.argument("task_refs", metavar="[TASK]...", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: {\"tasks\": [...]}.")
+def tasks_command(task_refs: tuple[str, ...], as_json: bool) -> None:
+    """List the built-in tasks, or check and describe the given task folders (no model is called)."""
+    tasks = [load_task(ref) for ref in task_refs] if task_refs else builtin_tasks()
     if not tasks:
         err.print(f"no built-in tasks in {BUILTIN_DIR} (is formfit installed completely?)", style="yellow",
                   markup=False, highlight=False)

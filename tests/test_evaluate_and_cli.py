@@ -133,10 +133,12 @@ def test_cli_missing_task(run_cli) -> None:
     _one_line_error(*run_cli("eval", "no_such_task")[::2], "no such task folder or built-in task")
 
 
-def test_cli_tasks_and_cache(run_cli) -> None:
+def test_cli_tasks_and_cache(run_cli, tmp_path: Path) -> None:
     code, out, _ = run_cli("tasks", "--json")
     names = {row["name"] for row in json.loads(out)["tasks"]}
     assert code == 0 and {"support_intent", "order_extract", "fictional_facts"} <= names
+    code, out, _ = run_cli("tasks", str(write_task(tmp_path / "mine")), "--json")
+    assert code == 0 and [(row["name"], row["n_train"]) for row in json.loads(out)["tasks"]] == [("mini", 6)]
     code, out, _ = run_cli("cache", "stats", "--json")
     assert code == 0 and json.loads(out)["entries"] == {}
     code, out, _ = run_cli("cache", "clear", "--json")
