@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from optimizer.data import SUFFIXES
 from optimizer.embed import CACHE_NAMESPACE as EMBEDDING_NAMESPACE, EMBEDDERS, embedder_name, make_embedder
 from optimizer.embedder_choice import task_embedder
 from optimizer.errors import ConfigError
-from optimizer.program import load_program
+from optimizer.program import Prediction, load_program
 from optimizer.run import RunFolder
 from optimizer.search import SearchConfig, default_dev_size, optimize, search_embedder, split_dev
 from optimizer.select import DEDUPE, STRATEGIES, DemoSource, ExampleSelector, demo_source, example_record, file_pool
@@ -327,18 +328,35 @@ def input_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[...,
 @click.option("--api-base", default=None)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, envvar="FORMFIT_CACHE_DIR")
+@click.option("--file", "records_path", type=click.Path(dir_okay=False), default=None,
+              help="Run on every record of this JSONL/CSV/JSON file (one answer per line; --json: one object).")
 @click.option("--json", "as_json", is_flag=True)
 def run_command(program_dir: str, text: str | None, fields: dict[str, str], model: str | None,
-                api_base: str | None, threads: int | None, cache_dir: str | None, as_json: bool) -> None:
-    """Run a saved PROGRAM on TEXT (its first input field) or on --input KEY=VALUE fields."""
+                api_base: str | None, threads: int | None, cache_dir: str | None, records_path: str | None,
+                as_json: bool) -> None:
+    """Run a saved PROGRAM on TEXT (its first input field), on --input KEY=VALUE fields, or on a --file."""
     program = load_program(program_dir, model=model, api_base=api_base, cache=Cache(cache_dir), threads=threads)
-    inputs = {program.task.inputs[0]: text, **fields} if text is not None else fields
-    prediction = program.predict(**inputs)
+    if records_path is None:
+        prediction = program.predict(**({program.task.inputs[0]: text, **fields} if text is not None else fields))
+        click.echo(json.dumps(asdict(prediction), ensure_ascii=False) if as_json else answer_text(prediction))
+        return
+    records = file_pool(records_path, program.task.inputs, label_key=None)[0]  # a missing field names file:line
+    predictions = []
+    with progress_bar(f"run {program.task.name}") as update:
+        for done, record in enumerate(records, start=1):
+            predictions.append(program.predict(**record))
+            update(done, len(records))
     if as_json:
-        click.echo(json.dumps({"value": prediction.value, "text": prediction.text,
-                               "form_error": prediction.form_error}, ensure_ascii=False))
+        click.echo(json.dumps({"predictions": [{"id": record.get("id"), **asdict(prediction)}
+                                               for record, prediction in zip(records, predictions)]},
+                              ensure_ascii=False))
     else:
-        click.echo(prediction.value if isinstance(prediction.value, str) else json.dumps(prediction.value))
+        click.echo("\n".join(answer_text(prediction) for prediction in predictions))
+
+
+def answer_text(prediction: Prediction) -> str:
+    """A prediction's value as one line of output: the text itself, else its JSON."""
+    return prediction.value if isinstance(prediction.value, str) else json.dumps(prediction.value, ensure_ascii=False)
 
 
 @cli.command("advise")

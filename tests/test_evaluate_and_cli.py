@@ -156,7 +156,7 @@ def test_cli_eval_shows_model_output_as_text_not_rich_markup(run_cli, tmp_path: 
     assert answer in out and answer + "\\" not in out and "label_outside_set 1" in out
 
 
-def test_eval_scores_a_saved_program_and_writes_its_rows(planted, run_cli, tmp_path: Path,
+def test_eval_and_run_a_saved_program_on_many_inputs(planted, run_cli, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """`eval --program RUN` scores what `formfit run` would answer (the optimized instruction and demos), not the
     task's instruction; `--rows` keeps every scored row."""
@@ -179,3 +179,15 @@ def test_eval_scores_a_saved_program_and_writes_its_rows(planted, run_cli, tmp_p
     assert all(row["score"] == 1.0 and row["prediction"] == row["gold"] for row in written)
     code, _, err = run_cli("eval", str(planted.root), "--program", str(run), "--k", "2", "--instruction", "x")
     assert code == 2 and "--program sets the instruction and demos; drop --k, --instruction" in err
+
+    monkeypatch.setattr("optimizer.program.LM", lambda name, **options: LM(name, backend=RecordingBackend(),
+                                                                             **options))
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('{"id": "a", "text": "item 300 is about beta"}\n{"id": "b", "text": "item 302 is about gamma"}\n')
+    code, out, err = run_cli("run", str(run / "program"), "--file", str(inputs), "--json")
+    assert code == 0, err
+    assert [(p["id"], p["value"]) for p in json.loads(out)["predictions"]] == [("a", "beta"), ("b", "gamma")]
+    assert run_cli("run", str(run / "program"), "--file", str(inputs))[1] == "beta\ngamma\n"
+    inputs.write_text('{"id": "a", "text": "item 300 is about beta"}\n{"txt": "item 302"}\n')
+    code, _, err = run_cli("run", str(run / "program"), "--file", str(inputs))
+    assert code == 2 and f"{inputs}:2: record has no field 'text'" in err
