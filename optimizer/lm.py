@@ -213,8 +213,8 @@ class LocalBackend:
             "seed": request.seed,
             **_grammar(request.extra),
         }
-        start = time.perf_counter()
-        with self._lock:
+        with self._lock:  # the latency is the call's own, not the wait for another thread's call
+            start = time.perf_counter()
             if request.messages is not None:
                 out = self._llama.create_chat_completion(messages=[dict(m) for m in request.messages], **params)
                 text = out["choices"][0]["message"]["content"] or ""

@@ -7,6 +7,8 @@ import json
 import random
 import signal
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 
 import pytest
@@ -345,3 +347,36 @@ def test_retryable_classification() -> None:
 def test_the_context_window_of_an_unknown_model_is_a_default_and_prints_nothing(scripted_lm, capsys) -> None:
     assert scripted_lm(lambda r: "x").context_window == 8192
     assert capsys.readouterr().out == ""  # LiteLLM's "Provider List" banner would break --json
+
+
+def test_a_local_calls_latency_leaves_out_its_wait_for_another_calls_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local calls are serialised; `latency_s` (and so `call_seconds`) is the call's own time. A fake clock moves one
+    second per llama.cpp call; a second call is asked while the first runs, and the first waits (up to 1 s) for the
+    second to read the clock, which it did before the fix, outside the lock."""
+    from optimizer.lm import LocalBackend
+
+    clock, reads, entered = [0.0], [], threading.Event()
+
+    def perf_counter() -> float:
+        reads.append(clock[0])
+        return clock[0]
+
+    class Llama:
+        def create_chat_completion(self, **_: object) -> dict:
+            if not entered.is_set():
+                entered.set()
+                deadline = time.monotonic() + 1.0
+                while len(reads) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            clock[0] += 1.0
+            return {"choices": [{"message": {"content": "ok"}}], "usage": {}}
+
+    monkeypatch.setattr("optimizer.lm.time.perf_counter", perf_counter)
+    backend = LocalBackend.__new__(LocalBackend)
+    backend._lock, backend._llama, backend.mode = threading.Lock(), Llama(), "chat"
+    request = LMRequest(messages=({"role": "user", "content": "hi"},), max_tokens=4)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(backend.call, request, 1.0)
+        assert entered.wait(5)
+        second = pool.submit(backend.call, request, 1.0)
+        assert [first.result().latency_s, second.result().latency_s] == [1.0, 1.0]
