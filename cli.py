@@ -219,8 +219,11 @@ def literal(value: Any, style: str = "") -> Text:
 @click.argument("task_ref", metavar="TASK")
 @lm_options
 @click.option("--proposer-model", default=None,
-              help="A model that critiques failures and rewrites the instruction (served by --api-base too when "
-                   "given, with the same key).")
+              help="A model that critiques failures and rewrites the instruction (served by --api-base too, unless "
+                   "--proposer-api-base says otherwise).")
+@click.option("--proposer-api-base", default=None,
+              help="The proposer's server [default: --api-base]; `none` for its provider's own endpoint (e.g. a "
+                   "hosted proposer beside a local --api-base).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--demo-sets", type=click.IntRange(min=0), default=8, show_default=True,
@@ -235,25 +238,25 @@ def literal(value: Any, style: str = "") -> Text:
               help="Score baseline and optimized prompt on the test split and, for a task with a context field, "
                    "find dev failures the context fixes (fact errors); both outside the budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
-def optimize_command(task_ref: str, proposer_model: str | None, seed: int, rounds: int, demo_sets: int,
-                     dev_size: int | None, embedder: str, out_dir: str | None, resume: bool, run_test: bool,
-                     as_json: bool, **lm_args: Any) -> None:
+def optimize_command(task_ref: str, proposer_model: str | None, proposer_api_base: str | None, seed: int,
+                     rounds: int, demo_sets: int, dev_size: int | None, embedder: str, out_dir: str | None,
+                     resume: bool, run_test: bool, as_json: bool, **lm_args: Any) -> None:
     """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
     task = load_task(task_ref)
     dev_size = dev_size or default_dev_size(lm_args["budget"])
     check_budget_covers_dev(task, dev_size, seed, lm_args["budget"])
     # Models and embedder are checked before the run folder is written: a typo must not leave a run.json behind.
     lm = make_lm(**{**lm_args, "charge_cache_hits": True})
-    proposer = make_lm(**{**lm_args, "model": proposer_model, "charge_cache_hits": True}) if proposer_model else None
-    if proposer is not None:
-        proposer.budget = lm.budget  # one budget for the task model and the proposer
+    proposer = make_proposer(proposer_model, proposer_api_base, lm, lm_args)
     # The run folder records the embedder that runs (auto decided here), so a resume elsewhere cannot differ.
     name = search_embedder(task, SearchConfig(dev_size=dev_size, embedder=embedder), seed, lm.cache)
     vectors = make_embedder(name, api_base=lm_args["api_base"], cache=lm.cache)
     run = RunFolder.open(out_dir or default_run_dir(task.name, lm_args, seed), resume,
                          {"task": str(task.root.resolve()), "model": lm_args["model"],
                           "api_base": public_url(lm_args["api_base"]),
-                          "proposer_model": proposer_model, "seed": seed, "budget": lm_args["budget"],
+                          "proposer_model": proposer_model,
+                          "proposer_api_base": public_url(proposer.api_base) if proposer else None,
+                          "seed": seed, "budget": lm_args["budget"],
                           "rounds": rounds, "demo_sets": demo_sets, "dev_size": dev_size, "embedder": name,
                           "cache": str(lm.cache.directory.resolve())})  # another cache would repeat every call
     unlimited = lm.with_budget(Budget())
@@ -276,6 +279,17 @@ def optimize_command(task_ref: str, proposer_model: str | None, seed: int, round
     out.print(table)
     out.print(f"calls charged {result.calls}" + (f" of {result.budget}" if result.budget else "") +
               f"; program {paths['program']}; report {paths['report_html']}", markup=False, highlight=False)
+
+
+def make_proposer(model: str | None, api_base: str | None, lm: LM, lm_args: dict[str, Any]) -> LM | None:
+    """The proposer's LM, on the task model's budget: at `api_base` (default: the task model's `--api-base`;
+    `none`: the provider's own endpoint)."""
+    if model is None:
+        return None
+    base = lm_args["api_base"] if api_base is None else None if api_base == "none" else api_base
+    proposer = make_lm(**{**lm_args, "model": model, "api_base": base, "charge_cache_hits": True})
+    proposer.budget = lm.budget  # one budget for the task model and the proposer
+    return proposer
 
 
 def check_budget_covers_dev(task: Task, dev_size: int, seed: int, budget: int | None) -> None:

@@ -191,3 +191,25 @@ def test_eval_and_run_a_saved_program_on_many_inputs(planted, run_cli, tmp_path:
     inputs.write_text('{"id": "a", "text": "item 300 is about beta"}\n{"txt": "item 302"}\n')
     code, _, err = run_cli("run", str(run / "program"), "--file", str(inputs))
     assert code == 2 and f"{inputs}:2: record has no field 'text'" in err
+
+
+@pytest.mark.parametrize("option, expected", [((), "http://127.0.0.1:9/v1"), (("--proposer-api-base", "none"), None),
+                                              (("--proposer-api-base", "http://h:2/v1"), "http://h:2/v1")])
+def test_the_proposer_reaches_its_own_server_when_told(planted, run_cli, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, option: tuple[str, ...],
+                                                       expected: str | None) -> None:
+    from test_search import RecordingBackend
+
+    built: dict[str, str | None] = {}
+
+    def make(name: str, **options) -> LM:
+        built[name] = options.get("api_base")
+        return LM(name, backend=RecordingBackend(), **options)
+
+    monkeypatch.setattr(cli, "LM", make)
+    code, _, err = run_cli("optimize", str(planted.root), "--model", "fake/planted", "--api-base",
+                           "http://127.0.0.1:9/v1", "--proposer-model", "fake/proposer", *option, "--budget", "40",
+                           "--rounds", "1", "--embedder", "tfidf", "--no-test", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert built == {"fake/planted": "http://127.0.0.1:9/v1", "fake/proposer": expected}
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["proposer_api_base"] == expected
