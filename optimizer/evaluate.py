@@ -89,10 +89,13 @@ def evaluate(
     seed: int = 0,
     constraint: Mapping[str, Any] | None = None,
     on_progress: Progress | None = None,
+    whole: bool = False,
 ) -> EvalResult:
     """Score `instruction` (with demos from `demos`, sampling under `constraint`) on `examples`, in their order.
 
-    If the budget runs out, the rows finished so far are returned with `stopped` set; nothing is lost.
+    If the budget runs out, the rows finished so far are returned with `stopped` set; nothing is lost. With `whole`,
+    an evaluation the call budget cannot finish (counting only requests it has not charged yet) makes no call and
+    returns no rows, `stopped` saying how many calls it needed.
     """
     start = time.perf_counter()
     source = demos or NoDemos()
@@ -102,6 +105,10 @@ def evaluate(
         build_request(task, instruction, demos, ex.inputs, mode, seed, constraint)
         for ex, demos in zip(examples, demos_for_all(source, examples))
     ]
+    remaining = lm.budget.remaining
+    needed = lm.budget.uncharged(lm.key(request) for request in requests) if whole else 0
+    if remaining is not None and needed > remaining:
+        return EvalResult((), len(examples), f"{remaining} calls left, {needed} needed", time.perf_counter() - start)
     rows: dict[int, EvalRow] = {}
 
     lock = threading.Lock()  # rows arrive from the LM's worker threads: count them one at a time

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -127,6 +127,11 @@ class Budget:
                 self._charged.add(key)
                 self.calls += 1
                 self.dollars += 0.0 if real else dollars or 0.0
+
+    def uncharged(self, keys: Iterable[str]) -> int:
+        """How many of `keys` this budget has not charged yet: at most what asking them all will cost here."""
+        with self._lock:
+            return len(set(keys) - self._charged)
 
     def spend(self, dollars: float | None) -> None:
         """Add what a real call cost; a cost nobody knows (a model missing from LiteLLM's price table) under a

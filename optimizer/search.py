@@ -209,14 +209,10 @@ class _Search:
 
     def evaluate(self, prompt: Prompt, examples: Sequence[Example], stage: str, task: Task | None = None,
                  lm: LM | None = None) -> EvalResult:
-        lm = lm or self.lm
-        remaining = lm.budget.remaining
-        if remaining is not None and remaining < len(examples):
-            raise OutOfBudget(f"{remaining} calls left, {len(examples)} needed for {stage}")
-        result = evaluate_prompt(task or self.task, prompt, lm, examples, self.demos(prompt), self.seed,
-                                 on_progress=lambda done, total: self._emit(stage, done=done, total=total))
-        if not result.complete:  # the dollar cap, which no call count foresees: a partial score decides nothing
-            raise OutOfBudget(result.stopped or f"{stage} stopped after {len(result.rows)} of {len(examples)}")
+        result = evaluate_prompt(task or self.task, prompt, lm or self.lm, examples, self.demos(prompt), self.seed,
+                                 on_progress=lambda done, total: self._emit(stage, done=done, total=total), whole=True)
+        if not result.complete:  # short of calls (nothing asked) or the dollar cap: a partial score decides nothing
+            raise OutOfBudget(f"{result.stopped or 'stopped'} for {stage} after {len(result.rows)} of {len(examples)}")
         self.trials.append(Trial(self._round, prompt.key(), stage, len(result.rows), result.score))
         self._save_checkpoint()
         self._emit(stage, score=result.score)
@@ -420,8 +416,8 @@ def context_probe(task: Task, prompt: Prompt, pool: Sequence[Example], examples:
 
 
 def evaluate_prompt(task: Task, prompt: Prompt, lm: LM, examples: Sequence[Example], demos: DemoSource,
-                    seed: int, on_progress: Progress | None = None) -> EvalResult:
+                    seed: int, on_progress: Progress | None = None, whole: bool = False) -> EvalResult:
     """`evaluate` for a `Prompt`: its instruction, the given demo source, and its output constraint if any."""
     constraint = output_constraint(task, lm.backend_kind) if prompt.constrain else None
     return evaluate(task, prompt.instruction, lm, examples, demos=demos, seed=seed, constraint=constraint,
-                    on_progress=on_progress)
+                    on_progress=on_progress, whole=whole)

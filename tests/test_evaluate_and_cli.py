@@ -65,6 +65,23 @@ def test_a_repeated_input_is_asked_once_even_with_parallel_calls(tmp_path: Path,
     assert [row.score for row in result.rows] == [1.0] * 8 and result.stopped is None
 
 
+def test_a_whole_evaluation_counts_only_the_requests_not_yet_charged(tmp_path: Path, cache) -> None:
+    """`whole=True` (the search's evaluations): requests this budget already charged cost nothing again, so 8 old
+    rows and 2 new ones fit in the 2 calls left; 3 new ones do not, and then nothing is asked."""
+    rows = [{"id": f"t{i}", "text": f"ticket {i}", "label": "yes"} for i in range(11)]
+    train = [{**row, "id": f"p{i}"} for i, row in enumerate(rows[:2])]
+    task = load_task(write_task(tmp_path / "t", files={"train.jsonl": jsonl_text(train),
+                                                       "test.jsonl": jsonl_text(rows)}))
+    backend = ScriptedBackend(lambda request: "yes")
+    lm = LM("fake/x", cache=cache, budget=Budget(10, charge_cache_hits=True), backend=backend)
+    test = task.split("test")
+    assert evaluate(task, task.instruction, lm, test[:8], whole=True).complete
+    short = evaluate(task, task.instruction, lm, test, whole=True)
+    assert short.rows == () and short.stopped == "2 calls left, 3 needed" and backend.calls == 8
+    done = evaluate(task, task.instruction, lm, test[:10], whole=True)
+    assert done.complete and backend.calls == 10 and lm.budget.remaining == 0
+
+
 def jsonl_text(rows: list[dict]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
