@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from optimizer.advice_report import advice_folder, write_advice
-from optimizer.advise import AdviseConfig, decide, measure
+from optimizer.advise import AdviseConfig, check_budgets, decide, measure
 from optimizer.cache import Cache
 from optimizer.costs import model_prices
 from optimizer.export import FORMATS, export_run
@@ -405,11 +405,12 @@ def advise_command(task_ref: str, program_dir: str | None, optimize_budget: int 
     """Measure the prompt-only approaches on TASK and say whether fine-tuning would still help."""
     task = load_task(task_ref)
     lm = make_lm(**lm_args)
-    folder = advice_folder(out_dir or f"runs/advise-{task.name}-{lm.model.split('/')[-1]}")
     prompt = load_program(program_path(program_dir), lm=lm).prompt if program_dir else None
     prices = model_prices(lm.model, ft_input=ft_price_input, ft_output=ft_price_output, ft_train=ft_price_train)
     ks = tuple(k for k in (0, 1, 2, 4, 8, 16, 32, 64, 128) if k <= max_k)
     config = AdviseConfig(limit=limit, ks=ks, seed=seed, embedder=embedder)
+    check_budgets(task, lm, config, program=prompt, optimize_budget=optimize_budget)  # before --out is made
+    folder = advice_folder(out_dir or f"runs/advise-{task.name}-{lm.model.split('/')[-1]}")
     with stage_progress("advise") as update:
         measurements = measure(task, lm, program=prompt, optimize_budget=optimize_budget, config=config,
                                on_event=update)

@@ -190,8 +190,7 @@ def measure(task: Task, lm: LM, *, program: Prompt | None = None, optimize_budge
     program unless the best curve point scores higher on the same examples (without one, the best curve point).
     Raises ConfigError, before any call, when the budget left cannot cover `plan()`."""
     config = config or AdviseConfig()
-    _check_budgets(task, lm, config, plan(task, lm, config, program=program, optimize_budget=optimize_budget),
-                   optimize_budget)
+    check_budgets(task, lm, config, program=program, optimize_budget=optimize_budget)
     run = _Runner(task, lm, config, on_event or (lambda event: None))
     curves = {strategy: run.curve(strategy) for strategy in config.strategies}
     scored = [(run.results[_key(s, p.x)].score, -p.x, s) for s, points in curves.items() for p in points]
@@ -251,9 +250,11 @@ def plan(task: Task, lm: LM, config: AdviseConfig, *, program: Prompt | None = N
                  ("program", n * judged), ("probes", probes * n)))
 
 
-def _check_budgets(task: Task, lm: LM, config: AdviseConfig, needed: Plan, optimize_budget: int | None) -> None:
-    """Refuse, before any call, a budget short of the plan, and an optimize stage that cannot pay for the search's
-    baseline dev evaluation: either would stop `measure` after calls that no verdict uses."""
+def check_budgets(task: Task, lm: LM, config: AdviseConfig, *, program: Prompt | None = None,
+                  optimize_budget: int | None = None) -> None:
+    """Refuse (ConfigError), before any call, a budget short of `plan()`, and an optimize stage that cannot pay for
+    the search's baseline dev evaluation: either would stop `measure` after calls that no verdict uses."""
+    needed = plan(task, lm, config, program=program, optimize_budget=optimize_budget)
     remaining = lm.budget.remaining
     if remaining is not None and remaining < needed.calls:
         raise ConfigError(f"--budget {remaining} cannot cover advise's plan: {needed.text()}; raise --budget or lower "

@@ -645,7 +645,7 @@ def test_an_advise_budget_below_its_plan_is_refused_before_any_call(run_cli, tmp
     code, out, err = run_cli(*command, "--budget", "89")  # curves: zero-shot, random and knn at k 1, 2; pool: 4 sizes
     assert_one_line_error(code, out, err, "--budget 89 cannot cover advise's plan: 90 calls (curves 50, pool 40); "
                                           "raise --budget or lower --limit/--max-k")
-    assert backend.calls == 0 and not (out_dir / "advice.json").exists()
+    assert backend.calls == 0 and not out_dir.exists()  # refused before --out is made
     code, out, err = run_cli(*command, "--optimize-budget", "5")  # dev: a fifth of the 40 train rows
     assert_one_line_error(code, out, err, "--optimize-budget 5 cannot cover the baseline's evaluation on 8 dev "
                                           "examples; raise --optimize-budget")
