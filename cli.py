@@ -30,7 +30,7 @@ from optimizer.embedder_choice import task_embedder
 from optimizer.errors import ConfigError
 from optimizer.program import Prediction, load_program
 from optimizer.run import RunFolder
-from optimizer.search import SearchConfig, default_dev_size, optimize, search_embedder, split_dev
+from optimizer.search import SearchConfig, default_dev_size, optimize, round_budget, search_embedder, split_dev
 from optimizer.select import DEDUPE, STRATEGIES, DemoSource, ExampleSelector, demo_source, example_record, file_pool
 from optimizer.task import BUILTIN_DIR, Task, builtin_tasks, load_task
 
@@ -244,7 +244,7 @@ def optimize_command(task_ref: str, proposer_model: str | None, proposer_api_bas
     """Optimize TASK's prompt: analyze failures, propose fixes, race them, keep what helps on dev."""
     task = load_task(task_ref)
     dev_size = dev_size or default_dev_size(lm_args["budget"])
-    check_budget_covers_dev(task, dev_size, seed, lm_args["budget"])
+    check_budget(task, dev_size, seed, lm_args["budget"])
     # Models and embedder are checked before the run folder is written: a typo must not leave a run.json behind.
     lm = make_lm(**{**lm_args, "charge_cache_hits": True})
     proposer = make_proposer(proposer_model, proposer_api_base, lm, lm_args)
@@ -292,13 +292,20 @@ def make_proposer(model: str | None, api_base: str | None, lm: LM, lm_args: dict
     return proposer
 
 
-def check_budget_covers_dev(task: Task, dev_size: int, seed: int, budget: int | None) -> None:
+def check_budget(task: Task, dev_size: int, seed: int, budget: int | None) -> None:
     """A budget below the baseline's dev evaluation (the search's first spend) is a bad --budget, refused before
-    the run folder is written, so the corrected command needs no --resume."""
+    the run folder is written, so the corrected command needs no --resume; one too small for a round is a warning."""
+    if budget is None:
+        return
     needed = len(split_dev(task, dev_size, seed)[1])
-    if budget is not None and budget < needed:
+    if budget < needed:
         raise ConfigError(f"--budget {budget} cannot cover the baseline's evaluation on {needed} dev examples; "
                           "raise --budget or lower --dev-size")
+    one_round = round_budget(task, SearchConfig(dev_size=dev_size), seed)
+    if budget < one_round:
+        err.print(f"note: --budget {budget} leaves no room for a round of the search here (one needs {one_round} "
+                  "calls); the task's own prompt will be kept", style="yellow", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 def default_run_dir(task: str, lm_args: dict[str, Any], seed: int) -> str:

@@ -162,6 +162,22 @@ def race_cost(candidates: int, sizes: Sequence[int]) -> int:
     return cost
 
 
+def race_shapes(race_sizes: Sequence[int], seen: int) -> list[tuple[int, ...]]:
+    """The batch sizes a race may use, largest first: `race_sizes` (at most `seen`), then halved down to 8."""
+    shapes = [tuple(min(size, seen) for size in race_sizes)]
+    while shapes[-1][0] > MIN_RACE_SIZE:
+        shapes.append(tuple(max(MIN_RACE_SIZE, size // 2) for size in shapes[-1]))
+    return shapes
+
+
+def round_budget(task: Task, config: SearchConfig, seed: int) -> int:
+    """The fewest calls a search needs to try one candidate: the baseline's dev evaluation, one analysis sample, the
+    smallest race of one candidate and the winner's dev check (`config.dev_size` decided)."""
+    pool, dev = split_dev(task, config.for_budget(None).dev_size, seed)
+    seen = min(config.analysis_size, len(pool))
+    return 2 * len(dev) + seen + race_cost(1, race_shapes(config.race_sizes, seen)[-1])
+
+
 class OutOfBudget(Exception):
     """Raised inside the search when the next evaluation would not fit in the budget."""
 
@@ -295,18 +311,16 @@ class _Search:
     def plan(self, candidates: int, seen: int) -> tuple[int, tuple[int, ...]]:
         """How many candidates to race, on which batch sizes, so that the race and the winner's dev check fit in
         the budget: fewer candidates first (proposals come best-first), then halved batches (down to 8)."""
-        sizes = tuple(min(size, seen) for size in self.config.race_sizes)
+        shapes = race_shapes(self.config.race_sizes, seen)
         remaining = self.lm.budget.remaining
         if remaining is None:
-            return candidates, sizes
+            return candidates, shapes[0]
         available = remaining - len(self.dev)
-        while True:
+        for sizes in shapes:
             for count in range(candidates, 0, -1):
                 if race_cost(count, sizes) <= available:
                     return count, sizes
-            if sizes[0] <= MIN_RACE_SIZE:
-                return 0, sizes
-            sizes = tuple(max(MIN_RACE_SIZE, size // 2) for size in sizes)
+        return 0, shapes[-1]
 
     def race(self, incumbent: Prompt, contenders: list[Prompt], seen: Sequence[Example],
              sizes: Sequence[int]) -> Prompt | None:

@@ -19,7 +19,7 @@ from optimizer.prompt import Prompt
 from optimizer.propose import demo_settings
 from optimizer.retry import RetryPolicy
 from optimizer.run import RunFolder
-from optimizer.search import SearchConfig, optimize, race_cost
+from optimizer.search import SearchConfig, optimize, race_cost, round_budget
 from optimizer.task import load_task
 
 CONFIG = SearchConfig(rounds=3, analysis_size=24, race_sizes=(8, 16), dev_size=20)
@@ -106,6 +106,17 @@ def test_a_library_result_saves_the_program_formfit_optimize_would(planted, tmp_
     run = RunFolder.open(tmp_path / "run", False, {"dev_size": CONFIG.dev_size, "embedder": result.embedder})
     from_cli = Path(run.finish(planted, result, lm)["program"])
     assert (from_cli / "program.json").read_text() == (tmp_path / "prog" / "program.json").read_text()
+
+
+def test_round_budget_is_the_fewest_calls_that_try_a_candidate(planted, tmp_path: Path) -> None:
+    """`round_budget` (what `formfit optimize` warns below): one call fewer and no candidate is raced; with it, one
+    is raced and checked on dev. Planted: dev 20 twice, analysis 48, the smallest race of one candidate 8 + 4."""
+    config = SearchConfig(dev_size=20)
+    assert round_budget(planted, config, 1) == 100
+    short = optimize(planted, model(Cache(tmp_path / "a"), 99, RecordingBackend()), config=config, seed=1)
+    assert not short.rounds and short.stopped.startswith("budget") and short.best == short.baseline
+    enough = optimize(planted, model(Cache(tmp_path / "b"), 100, RecordingBackend()), config=config, seed=1)
+    assert len(enough.rounds) == 1 and enough.rounds[0].winner_key is not None and enough.calls == 100
 
 
 def test_a_perfect_dev_score_ends_the_search(planted, tmp_path: Path) -> None:
