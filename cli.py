@@ -140,6 +140,8 @@ def eval_command(task_ref: str, split: str, limit: int | None, k: int, strategy:
                  instruction: str | None, with_context: bool, program_dir: str | None, show: int,
                  rows_path: str | None, as_json: bool, **lm_args: Any) -> None:
     """Evaluate TASK's instruction (a task folder or built-in name), or a saved program, on one split."""
+    if program_dir:
+        check_program_options(k=k, instruction=instruction, with_context=with_context)
     task = load_task(task_ref)
     if with_context:
         task = task.with_context()
@@ -147,7 +149,6 @@ def eval_command(task_ref: str, split: str, limit: int | None, k: int, strategy:
     lm = make_lm(**lm_args)
     with progress_bar(f"eval {task.name}/{split}") as update:
         if program_dir:
-            check_program_options(k=k, instruction=instruction, with_context=with_context)
             program = load_program(program_path(program_dir), lm=lm)
             result = program.evaluate(examples, task=task, on_progress=update)
             settings = {"program": program_dir, "k": program.prompt.k, "select": program.prompt.strategy,
