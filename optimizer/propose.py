@@ -37,7 +37,7 @@ def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Ex
             tried: Collection[str] = (), draws: int = FIXED_DRAWS) -> list[Proposal]:
     """Every new candidate for this round, best-first, without duplicates or prompts already tried (by key);
     `draws` fixed demo sets among them."""
-    rules = rule_patches(task, incumbent, analysis, pool, seed)
+    rules = rule_patches(task, incumbent, analysis, pool, seed, heldout)
     rewrites = llm_rewrites(task, incumbent, analysis, proposer, heldout) if proposer is not None else []
     constrain = []
     if output_constraint(task, backend) is not None and not incumbent.constrain:
@@ -45,7 +45,7 @@ def propose(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Ex
     # Best-first, one of each family before the rest: a small budget races only the head of this list.
     proposals = stacked(incumbent, rules, constrain, len(pool)) + rules[:1] + rewrites + constrain
     proposals += demo_settings(task, incumbent, pool, seed, draws) + rules[1:]
-    seen = set(tried)
+    seen = {incumbent.key(), *tried}
     unique = []
     for proposal in proposals:
         if proposal.prompt.key() not in seen:
@@ -69,11 +69,11 @@ def stacked(incumbent: Prompt, rules: Sequence[Proposal], constrain: Sequence[Pr
 
 
 def rule_patches(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequence[Example],
-                 seed: int) -> list[Proposal]:
+                 seed: int, heldout: Collection[str] = ()) -> list[Proposal]:
     """One candidate with every patch at once, then one per group whose kind has a rule."""
     patches: dict[str, str] = {}
     for group in analysis.groups:
-        patch = patch_for(task, group, pool, seed)
+        patch = patch_for(task, group, pool, seed, heldout)
         if patch and patch not in incumbent.instruction and patch not in patches.values():
             patches[f"rule:{group.kind}"] = patch
     proposals = [Proposal(_with(incumbent, patch), origin) for origin, patch in patches.items()]
@@ -86,7 +86,8 @@ def _with(prompt: Prompt, *patches: str) -> Prompt:
     return replace(prompt, instruction="\n".join([prompt.instruction.rstrip(), *patches]))
 
 
-def patch_for(task: Task, group: ErrorGroup, pool: Sequence[Example], seed: int) -> str | None:
+def patch_for(task: Task, group: ErrorGroup, pool: Sequence[Example], seed: int,
+              heldout: Collection[str] = ()) -> str | None:
     """The instruction sentence(s) that address a group, or None where no rule applies (fact errors)."""
     if group.kind == "too_long":
         return None  # no instruction shortens the prompt; the demo settings do
@@ -95,7 +96,7 @@ def patch_for(task: Task, group: ErrorGroup, pool: Sequence[Example], seed: int)
     if group.kind == "content" and task.output_type == "label" and group.confusions:
         gold, predicted, _ = group.confusions[0]
         if gold in task.labels and predicted in task.labels:
-            return contrast_rule(task, gold, predicted, pool, seed)
+            return contrast_rule(task, gold, predicted, pool, seed, heldout)
         return form_rule(task)
     if group.kind == "content" and task.output_type == "text":
         return "Answer with the answer itself only: a name, number, date or a few words, not a sentence."
@@ -120,16 +121,26 @@ def _type_text(kind: str) -> str:
     return f"{kind.rstrip('?')} or null" if kind.endswith("?") else kind
 
 
-def contrast_rule(task: Task, gold: str, predicted: str, pool: Sequence[Example], seed: int) -> str:
-    """A disambiguation rule for a confused label pair, with one training example of each side."""
+def contrast_rule(task: Task, gold: str, predicted: str, pool: Sequence[Example], seed: int,
+                  heldout: Collection[str] = ()) -> str:
+    """A disambiguation rule for a confused label pair, with one training example of each side (never one whose
+    input is a dev or test input, see `leaks`)."""
     rule = f"Do not confuse {gold} with {predicted}."
     for label in (gold, predicted):
-        candidates = [example for example in pool if example.gold == label]
-        if candidates:
-            example = random.Random(f"{seed}-{label}").choice(candidates)
-            text = textwrap.shorten(" ".join(example.inputs.values()), 160, placeholder=" ...")
-            rule += f' "{text}" is {label}.'
+        texts = [" ".join(example.inputs.values()) for example in pool if example.gold == label]
+        if texts:
+            text = random.Random(f"{seed}-{label}").choice(texts)
+            if leaks(text, heldout):
+                text = next((other for other in texts if not leaks(other, heldout)), "")
+            if text.strip():
+                rule += f' "{_quote(text)}" is {label}.'
     return rule
+
+
+def _quote(text: str, width: int = 160) -> str:
+    """`text` on one line, cut between words to `width` characters (mid-word where its first word is longer)."""
+    short = textwrap.shorten(text, width, placeholder=" ...")
+    return short if short != "..." else _flat(text)[: width - 4] + " ..."
 
 
 # --- demo settings ---------------------------------------------------------------------------------------------
@@ -223,5 +234,10 @@ def _examples_text(task: Task, group: ErrorGroup) -> str:
 
 
 def leaks(instruction: str, heldout: Collection[str]) -> bool:
-    """True if the instruction quotes any dev or test input verbatim (inputs of 20 characters or more)."""
-    return any(len(text) >= LEAK_MIN_CHARS and text in instruction for text in heldout)
+    """True if the instruction quotes any dev or test input (inputs of 20 characters or more), whitespace aside."""
+    flat = _flat(instruction)
+    return any(len(text) >= LEAK_MIN_CHARS and text in flat for text in map(_flat, heldout))
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())

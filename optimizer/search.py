@@ -206,8 +206,9 @@ class _Search:
         self.task, self.lm, self.proposer, self.config, self.seed = task, lm, proposer, config, seed
         self.on_event, self.checkpoint, self.embedder = on_event or (lambda event: None), checkpoint, embedder
         self.pool, self.dev = split_dev(task, config.for_budget(lm.budget.max_calls).dev_size, seed)
-        self.heldout = [text for split in ("dev", "test") if split in task.splits
-                        for example in task.splits[split] for text in example.inputs.values()]
+        heldout = [*self.dev, *(example for split in ("dev", "test") if split in task.splits
+                                for example in task.splits[split])]  # self.dev: carved from train without a dev split
+        self.heldout = sorted({text for example in heldout for text in example.inputs.values()})
         self.trials: list[Trial] = []
         self.candidates: dict[str, CandidateRecord] = {}
         self.rounds: list[RoundRecord] = []

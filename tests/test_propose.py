@@ -116,3 +116,47 @@ def test_optimize_runs_on_a_task_of_five_examples(tmp_path: Path) -> None:
             backend=RecordingBackend(), retry=RetryPolicy(base_s=0.001))
     result = optimize(task, lm, config=SearchConfig(analysis_size=5, race_sizes=(5,), dev_size=2), seed=1)
     assert result.dev_scores["best"] >= result.dev_scores["baseline"] and result.best.k <= 5
+
+
+def test_a_contrast_rule_quotes_text_without_spaces_cut_mid_word() -> None:
+    chinese = "这部电影的剧情非常精彩演员的表演也很出色" * 12  # 240 characters, no space to cut at
+    pool = [Example(id="a", inputs={"text": chinese}, gold="alpha"), Example(id="b", inputs={"text": " "}, gold="beta")]
+    rule = contrast_rule(TASK, "alpha", "beta", pool, seed=0)
+    assert rule == f'Do not confuse alpha with beta. "{chinese[:156]} ..." is alpha.'  # an empty input is not quoted
+
+
+def test_a_contrast_rule_never_quotes_a_train_example_that_is_a_heldout_input() -> None:
+    duplicate = "this sentence is in train and in test"
+    pool = [Example(id="a", inputs={"text": duplicate}, gold="alpha"),
+            Example(id="b", inputs={"text": "another alpha example"}, gold="alpha")]
+    rule = contrast_rule(TASK, "alpha", "beta", pool, seed=0, heldout=[duplicate.replace(" in ", "\n in ")])
+    assert rule == 'Do not confuse alpha with beta. "another alpha example" is alpha.'
+    proposals = propose(TASK, Prompt(TASK.instruction), ANALYSIS, pool, backend="local", heldout=[duplicate])
+    assert not [p for p in proposals if leaks(p.prompt.instruction, [duplicate])]
+
+
+def test_a_rewrite_quoting_a_heldout_input_with_other_whitespace_leaks() -> None:
+    assert leaks("Examples: this dev input must never\nbe   quoted.", [HELDOUT])
+    assert leaks(f"x {HELDOUT} y", ["this dev input\n  must never be quoted"])
+
+
+def test_a_rewrite_equal_to_the_incumbent_is_not_proposed(tmp_path: Path) -> None:
+    lm = proposer({"You improve instructions": "Fine as it is.", "Current instruction": TASK.instruction}, tmp_path)
+    proposals = propose(TASK, Prompt(TASK.instruction), ANALYSIS, POOL, backend="local", proposer=lm)
+    assert Prompt(TASK.instruction).key() not in {p.prompt.key() for p in proposals}
+
+
+def test_dev_carved_from_train_counts_as_heldout(tmp_path: Path) -> None:
+    from conftest import GREEK_SPEC, greek_rows, write_task
+    from optimizer.embed import make_embedder
+    from optimizer.search import SearchConfig, _Search
+    from optimizer.task import load_task
+
+    spec = {**GREEK_SPEC, "data": {"train": "train.jsonl", "test": "test.jsonl"}}
+    task = load_task(write_task(tmp_path / "t", spec, {"train.jsonl": greek_rows(0, 30),
+                                                      "test.jsonl": greek_rows(30, 5)}))
+    lm = LM("fake/x", cache=Cache(tmp_path / "c"), budget=Budget(), backend=ScriptedBackend(lambda r: "alpha"))
+    search = _Search(task, lm, proposer=None, config=SearchConfig(dev_size=6), seed=0, on_event=None,
+                     checkpoint=None, embedder=make_embedder("tfidf"))
+    assert search.dev and {e.inputs["text"] for e in search.dev} <= set(search.heldout)
+    assert {e.inputs["text"] for e in task.split("test")} <= set(search.heldout)
