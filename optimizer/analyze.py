@@ -156,8 +156,10 @@ def _group(task: Task, kind: str, rows: Sequence[EvalRow], vectors: np.ndarray) 
 
 def _shown(task: Task, prediction: object) -> str:
     """A prediction as shown in a confusion: a label as it is, free text (a form error) cut to a short line."""
+    if str(prediction) in task.labels:
+        return str(prediction)
     text = " ".join(str(prediction).split())
-    if text in task.labels or len(text) <= MAX_PREDICTION_CHARS:
+    if len(text) <= MAX_PREDICTION_CHARS:
         return text
     return text[: MAX_PREDICTION_CHARS - 1] + "…"
 
