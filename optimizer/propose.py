@@ -6,6 +6,7 @@ largest groups; `llm_rewrites` has it edit the instruction to fix each).
 from __future__ import annotations
 
 import random
+import re
 import textwrap
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
@@ -206,10 +207,14 @@ def llm_rewrites(task: Task, incumbent: Prompt, analysis: Analysis, proposer: LM
     proposals = []
     for group in rewritable(analysis)[:groups]:
         instruction = _ask(proposer, EDIT.format(instruction=incumbent.instruction, critique=group.summary))
-        instruction = instruction.strip().strip("<>").strip()
+        instruction = _DELIMITERS.sub("", instruction).strip()
         if instruction and not leaks(instruction, heldout):
             proposals.append(Proposal(replace(incumbent, instruction=instruction), f"llm:{group.kind}"))
     return proposals
+
+
+# the <<< >>> the EDIT prompt puts around an instruction, when a reply echoes them (not an instruction's own <tags>)
+_DELIMITERS = re.compile(r"^\s*<{3,}|>{3,}\s*$")
 
 
 def rewritable(analysis: Analysis) -> list[ErrorGroup]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 
 from conftest import ScriptedBackend
 from optimizer.analyze import Analysis, ErrorGroup
@@ -96,6 +97,18 @@ def test_rewrites_quoting_heldout_inputs_are_dropped(tmp_path: Path) -> None:
                         heldout=[HELDOUT])
     assert not [p for p in proposals if p.origin.startswith("llm:")]
     assert leaks(f"x {HELDOUT} y", [HELDOUT]) and not leaks("short", ["short"])
+
+
+@pytest.mark.parametrize("reply, instruction", [
+    ("<<<\nName the letter, in one word.\n>>>", "Name the letter, in one word."),
+    ("<task>Say which letter.</task> Answer in <answer></answer>",
+     "<task>Say which letter.</task> Answer in <answer></answer>"),
+])
+def test_a_rewrite_loses_only_the_echoed_delimiters(reply: str, instruction: str, tmp_path: Path) -> None:
+    lm = proposer({"You improve instructions": "It rambles.", "Current instruction": reply}, tmp_path)
+    proposals = propose(TASK, Prompt(TASK.instruction), ANALYSIS, POOL, backend="local", proposer=lm,
+                        heldout=[HELDOUT])
+    assert {p.prompt.instruction for p in proposals if p.origin.startswith("llm:")} == {instruction}
 
 
 def test_no_proposal_asks_for_more_demos_than_a_small_pool_holds(tmp_path: Path) -> None:
