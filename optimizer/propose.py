@@ -108,7 +108,7 @@ def form_rule(task: Task) -> str:
     """How the answer must look, stated exactly."""
     answer = field_title(task.output).lower()
     if task.output_type == "label":
-        return f"Reply with exactly one {answer} from this list and nothing else: {', '.join(task.labels)}."
+        return f"Reply with exactly one {answer} from this list and nothing else: {label_list(task.labels)}."
     if task.output_type == "json":
         keys = ", ".join(f"{key} ({_type_text(kind)})" for key, kind in (task.output_schema or {}).items())
         keys_text = f" with exactly these keys: {keys}" if keys else ""
@@ -116,6 +116,13 @@ def form_rule(task: Task) -> str:
     if task.output_type == "sql":
         return "Reply with a single SQLite SELECT statement and nothing else: no explanation, no code fence."
     return f"Reply with the {answer} only, no explanation."
+
+
+def label_list(labels: Sequence[str]) -> str:
+    """The labels separated by commas, each in quotes where one of them holds a comma."""
+    if any("," in label for label in labels):
+        return ", ".join(f'"{label}"' for label in labels)
+    return ", ".join(labels)
 
 
 def _type_text(kind: str) -> str:
@@ -150,14 +157,14 @@ def _quote(text: str, width: int = 160) -> str:
 def demo_settings(task: Task, incumbent: Prompt, pool: Sequence[Example], seed: int,
                   draws: int = FIXED_DRAWS) -> list[Proposal]:
     """Demo count and selection strategy as search dimensions: knn with k in 4, 8, 16 first (what helps most in
-    docs/benchmarks.md), then `draws` fixed sets of 16 drawn from the pool (the same demos for every input: what
-    DSPy's BootstrapFewShotWithRandomSearch searches over, and a prompt prefix a local server can reuse), then 8
-    demos by mmr, random and (label tasks) label quota; no setting asks for more demos than the pool holds."""
+    docs/benchmarks.md), then `draws` fixed sets of 16 (`fixed_size`) drawn from the pool (the same demos for every
+    input: what DSPy's BootstrapFewShotWithRandomSearch searches over, and a prompt prefix a local server can reuse),
+    then 8 demos by mmr, random and (label tasks) label quota; no setting asks for more demos than the pool holds."""
     if not pool:
         return []
     settings = [(f"knn-{k}", replace(incumbent, k=k, strategy="knn", demo_ids=())) for k in (4, 8, 16)
                 if k <= len(pool)]
-    k = min(FIXED_K, len(pool))
+    k = fixed_size(len(pool))
     settings += [(f"fixed-{k}#{draw + 1}", replace(incumbent, k=k, strategy="fixed",
                                                      demo_ids=fixed_draw(pool, k, f"{seed}-{draw}")))
                  for draw in range(draws)]
@@ -166,6 +173,12 @@ def demo_settings(task: Task, incumbent: Prompt, pool: Sequence[Example], seed: 
     settings += [(f"{strategy}-{k}", replace(incumbent, k=k, strategy=strategy, demo_ids=()))
                  for strategy in strategies]
     return [Proposal(prompt, f"demos:{name}") for name, prompt in settings if prompt != incumbent]
+
+
+def fixed_size(pool_size: int) -> int:
+    """Demos in a fixed set: FIXED_K, or half a pool too small to give different sets of FIXED_K (all of a pool of
+    16 in other orders are one set)."""
+    return FIXED_K if pool_size > FIXED_K else max(1, pool_size // 2)
 
 
 # --- LLM rewrites ----------------------------------------------------------------------------------------------

@@ -475,7 +475,7 @@ def file_pool(path: str | Path, input_keys: Sequence[str] = (), label_key: str |
     but `id`. A record without an input field is a DataError naming its file:line."""
     rows = read_rows(path)
     if not rows:
-        raise ConfigError(f"{path}: the pool is empty")
+        raise ConfigError(f"{path}: the file has no records")
     first = rows[0][1]
     if label_key is not None and label_key not in first:
         raise ConfigError(f"{located(path, rows[0][0])}: no label field {label_key!r} (fields: {', '.join(first)})")

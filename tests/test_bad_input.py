@@ -511,7 +511,7 @@ def _(tmp: Path):
 @case("select-empty-pool-file")
 def _(tmp: Path):
     (tmp / "pool.jsonl").write_text("\n")
-    return ["select", str(tmp / "pool.jsonl"), "item 3"], ["pool.jsonl", "the pool is empty"]
+    return ["select", str(tmp / "pool.jsonl"), "item 3"], ["pool.jsonl", "the file has no records"]
 
 
 @case("select-unknown-embedder")

@@ -208,6 +208,9 @@ def test_eval_and_run_a_saved_program_on_many_inputs(planted, run_cli, tmp_path:
     inputs.write_text('{"id": "a", "text": "item 300 is about beta"}\n{"txt": "item 302"}\n')
     code, _, err = run_cli("run", str(run / "program"), "--file", str(inputs))
     assert code == 2 and f"{inputs}:2: record has no field 'text'" in err
+    inputs.write_text("")
+    code, _, err = run_cli("run", str(run / "program"), "--file", str(inputs))
+    assert code == 2 and err.strip().splitlines() == [f"formfit: error: {inputs}: the file has no records"]
 
 
 @pytest.mark.parametrize("option, expected", [((), "http://127.0.0.1:9/v1"), (("--proposer-api-base", "none"), None),

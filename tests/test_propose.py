@@ -3,6 +3,7 @@ that never gets to copy dev or test inputs into the instruction."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from optimizer.analyze import Analysis, ErrorGroup
 from optimizer.cache import Cache
 from optimizer.lm import LM, Budget, LMRequest
 from optimizer.prompt import Prompt
-from optimizer.propose import contrast_rule, critique_groups, leaks, propose
+from optimizer.propose import contrast_rule, critique_groups, demo_settings, form_rule, leaks, propose
 from optimizer.retry import RetryPolicy
 from optimizer.task import Example, Task
 
@@ -53,6 +54,19 @@ def test_rules_need_no_model_and_come_best_first() -> None:
     assert "Reply with exactly one label from this list and nothing else: alpha, beta." in everything
     assert 'Do not confuse alpha with beta.' in everything and '"train item' in everything
     assert len({p.prompt.key() for p in proposals}) == len(proposals)
+
+
+def test_labels_with_commas_are_quoted_in_the_label_list() -> None:
+    assert form_rule(TASK).endswith("from this list and nothing else: alpha, beta.")
+    assert form_rule(replace(TASK, labels=("yes, clearly", "no"))).endswith('nothing else: "yes, clearly", "no".')
+
+
+def test_a_small_pool_gives_fixed_sets_that_differ() -> None:
+    """A pool of 16 or fewer gives fixed sets of half of it: draws of the whole pool would be one set reordered."""
+    fixed = [p.prompt.demo_ids for p in demo_settings(TASK, Prompt(TASK.instruction), POOL, 0, draws=8)
+             if p.prompt.strategy == "fixed"]
+    assert len(fixed) == 8 and {len(ids) for ids in fixed} == {5}
+    assert len({frozenset(ids) for ids in fixed}) > 1
 
 
 def test_a_contrast_rule_quotes_a_long_example_cut_between_words() -> None:

@@ -346,7 +346,7 @@ def test_cli_select_errors(run_cli, tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     code, _, err = run_cli("select", str(empty), "x")
-    assert code == 2 and "the pool is empty" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "empty.jsonl: the file has no records" in err and len(err.strip().splitlines()) == 1
     one = tmp_path / "one.jsonl"
     one.write_text('{"text": "a", "label": "b"}\n')
     code, _, err = run_cli("select", str(one), "x", "-k", "3")
