@@ -146,14 +146,14 @@ def _label_matchers(labels: tuple[str, ...]) -> tuple[dict[str, str], list[tuple
 
 
 def _label_pattern(key: str, label: str) -> re.Pattern[str]:
-    """`key` as whole words, its underscores matching any run of spaces, underscores or hyphens."""
-    body = r"[\s_\-]+".join(re.escape(part) for part in key.split("_"))
-    end = r"(?!\w)" if key[-1].isalnum() else ""
+    """`key` as whole words (underscores separate words), its underscores matching any run of other characters."""
+    start = r"(?<![^\W_])" if key[0].isalnum() else ""
+    end = r"(?![^\W_])" if key[-1].isalnum() else ""
     if len(key) > 1:
-        return re.compile(rf"(?<!\w){body}{end}", re.I)
+        return re.compile(start + r"[\W_]+".join(re.escape(part) for part in key.split("_")) + end, re.I)
     char = next(c for c in label if c.lower() == key)
     word = r"(?!\s+[a-z])" if key in _ONE_LETTER_WORDS else ""
-    return re.compile(rf"(?<!\w){re.escape(char)}{end}(?!['\u2019]\w){word}")  # not the I of "I'd"
+    return re.compile(rf"{start}{re.escape(char)}{end}(?!['\u2019]\w){word}")  # not the I of "I'd"
 
 
 def _parse_json(task: Task, text: str) -> Parsed:
