@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -112,18 +113,47 @@ def normalize_label(text: str) -> str:
 
 
 def _parse_label(task: Task, text: str) -> Parsed:
-    by_norm = {normalize_label(label): label for label in task.labels}
-    if normalize_label(text) in by_norm:
-        return Parsed(by_norm[normalize_label(text)])
-    words = " " + " ".join(re.sub(r"[\W_]+", " ", text.lower()).split()) + " "
-    found = sorted(
-        (words.find(f" {key.replace('_', ' ')} "), label)
-        for key, label in by_norm.items()
-        if f" {key.replace('_', ' ')} " in words
-    )
+    """The label the text is, else the first label it names in prose (the longest at one place), else its first line."""
+    exact, patterns = _label_matchers(tuple(task.labels))
+    if normalize_label(text) in exact:
+        return Parsed(exact[normalize_label(text)])
+    found = [(match.start(), match.start() - match.end(), label)
+             for pattern, label in patterns if (match := pattern.search(text))]
     if found:
-        return Parsed(found[0][1], "extra_text")
+        return Parsed(min(found)[2], "extra_text")
     return Parsed(text.splitlines()[0][:200], "label_outside_set")
+
+
+# One-letter English words: as labels (answer letters), "A good question" or "I think" is not an answer.
+_ONE_LETTER_WORDS = frozenset("ai")
+
+
+@functools.lru_cache(maxsize=32)
+def _label_matchers(labels: tuple[str, ...]) -> tuple[dict[str, str], list[tuple[re.Pattern[str], str]]]:
+    """Normalized forms that are a label, and a pattern per form that finds the label inside prose.
+
+    A label's form keeps its punctuation ("C#", "reverted_card_payment?"); where it ends or starts in punctuation,
+    the form without it counts too, unless that is another label's. One-character labels match in prose only in
+    their own case."""
+    strict = {normalize_label(label): label for label in labels}
+    loose: dict[str, list[str]] = {}
+    for key, label in strict.items():
+        bare = re.sub(r"^\W+|\W+$", "", key)
+        if bare and bare != key and bare not in strict:
+            loose.setdefault(bare, []).append(label)
+    forms = {**strict, **{bare: found[0] for bare, found in loose.items() if len(found) == 1}}
+    return forms, [(_label_pattern(key, label), label) for key, label in forms.items()]
+
+
+def _label_pattern(key: str, label: str) -> re.Pattern[str]:
+    """`key` as whole words (underscores separate words), its underscores matching any run of other characters."""
+    start = r"(?<![^\W_])" if key[0].isalnum() else ""
+    end = r"(?![^\W_])" if key[-1].isalnum() else ""
+    if len(key) > 1:
+        return re.compile(start + r"[\W_]+".join(re.escape(part) for part in key.split("_")) + end, re.I)
+    char = next(c for c in label if c.lower() == key)
+    word = r"(?!\s+[a-z])" if key in _ONE_LETTER_WORDS else ""
+    return re.compile(rf"{start}{re.escape(char)}{end}(?!['\u2019]\w){word}")  # not the I of "I'd"
 
 
 def _parse_json(task: Task, text: str) -> Parsed:

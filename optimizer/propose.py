@@ -76,7 +76,8 @@ def rule_patches(task: Task, incumbent: Prompt, analysis: Analysis, pool: Sequen
     for group in analysis.groups:
         patch = patch_for(task, group, pool, seed, heldout)
         if patch and patch not in incumbent.instruction and patch not in patches.values():
-            patches[f"rule:{group.kind}"] = patch
+            same = sum(origin.split("#")[0] == f"rule:{group.kind}" for origin in patches)
+            patches[f"rule:{group.kind}" + (f"#{same + 1}" if same else "")] = patch
     proposals = [Proposal(_with(incumbent, patch), origin) for origin, patch in patches.items()]
     if len(patches) > 1:
         proposals.insert(0, Proposal(_with(incumbent, *patches.values()), "rule:all"))
@@ -96,8 +97,8 @@ def patch_for(task: Task, group: ErrorGroup, pool: Sequence[Example], seed: int,
         return form_rule(task)
     if group.kind == "content" and task.output_type == "label" and group.confusions:
         gold, predicted, _ = group.confusions[0]
-        if gold in task.labels and predicted in task.labels:
-            return contrast_rule(task, gold, predicted, pool, seed, heldout)
+        if gold in task.labels and predicted in task.labels:  # one rule per pair, whichever way it was confused
+            return contrast_rule(task, *sorted((gold, predicted), key=task.labels.index), pool, seed, heldout)
         return form_rule(task)
     if group.kind == "content" and task.output_type == "text":
         return "Answer with the answer itself only: a name, number, date or a few words, not a sentence."

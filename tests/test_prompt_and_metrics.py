@@ -55,6 +55,35 @@ def test_label_parsing(text: str, value, form_error) -> None:
     assert (parsed.value, parsed.form_error) == (value, form_error)
 
 
+PUNCTUATED = Task("p", "d", ("text",), "label", "label", "label_match", "Classify.",
+                  labels=("reverted_card_payment?", "card_payment", "card_payment_fee_charged", "C#", "C"))
+LETTERS = Task("l", "d", ("text",), "label", "label", "label_match", "Choose.", labels=("A", "B", "C", "D", "I"))
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "value", "form_error"),
+    [
+        (PUNCTUATED, "reverted_card_payment?", "reverted_card_payment?", None),
+        (PUNCTUATED, "Reverted card payment", "reverted_card_payment?", None),
+        (PUNCTUATED, "It looks like a reverted card payment.", "reverted_card_payment?", "extra_text"),
+        (PUNCTUATED, "Most likely: card payment fee charged.", "card_payment_fee_charged", "extra_text"),
+        (PUNCTUATED, "a card-payment, not a fee", "card_payment", "extra_text"),
+        (PUNCTUATED, "This is C# code", "C#", "extra_text"),
+        (PUNCTUATED, "Plain C, not C#", "C", "extra_text"),
+        (LETTERS, "A good question; the answer is B.", "B", "extra_text"),
+        (LETTERS, "I think it is C", "C", "extra_text"),
+        (LETTERS, "I", "I", None),
+        (LETTERS, "a", "A", None),
+        (LETTERS, "(D) Paris", "D", "extra_text"),
+        (LETTERS, "I'd say it is a tough one", "I'd say it is a tough one", "label_outside_set"),
+    ],
+)
+def test_labels_with_punctuation_or_one_letter_are_found_in_prose(task: Task, text: str, value, form_error) -> None:
+    """A label keeps its punctuation in prose; at one place the longest label wins; one letter is not an article."""
+    parsed = parse_output(task, text)
+    assert (parsed.value, parsed.form_error) == (value, form_error)
+
+
 @pytest.mark.parametrize(
     ("text", "value", "form_error"),
     [

@@ -56,6 +56,20 @@ def test_rules_need_no_model_and_come_best_first() -> None:
     assert len({p.prompt.key() for p in proposals}) == len(proposals)
 
 
+def test_every_confused_pair_gets_one_contrast_rule() -> None:
+    """Two content groups confusing different pairs give two rules; a pair confused both ways gives one."""
+    task = replace(TASK, labels=("alpha", "beta", "gamma"))
+    pool = [*POOL, Example(id="g", inputs={"text": "train item g"}, gold="gamma")]
+    groups = (group("content", [("beta", "alpha", 3)]), group("content", [("alpha", "gamma", 2)]),
+              group("content", [("alpha", "beta", 2)]))
+    proposals = propose(task, Prompt(task.instruction), Analysis(10, {"content": 7}, groups), pool, backend="local")
+    rules = {p.origin: p.prompt.instruction for p in proposals if p.origin.startswith("rule:")}
+    assert list(rules) == ["rule:all", "rule:content", "rule:content#2"]
+    everything = rules["rule:all"]
+    assert everything.count("Do not confuse alpha with beta.") == 1 and "with alpha" not in everything
+    assert "Do not confuse alpha with gamma." in everything
+
+
 def test_labels_with_commas_are_quoted_in_the_label_list() -> None:
     assert form_rule(TASK).endswith("from this list and nothing else: alpha, beta.")
     assert form_rule(replace(TASK, labels=("yes, clearly", "no"))).endswith('nothing else: "yes, clearly", "no".')
