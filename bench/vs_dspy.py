@@ -134,6 +134,14 @@ def label_score(task: Task, answer: str | None, gold: str) -> float:
     return label_match(parse_output(task, "" if answer is None else str(answer)).value, gold)
 
 
+def dspy_metric(task: Task) -> Callable[..., float]:
+    """What DSPy's optimizers score with: `label_score` of the prediction's label."""
+    def metric(example: dspy.Example, prediction: dspy.Prediction, trace: Any = None) -> float:
+        return label_score(task, getattr(prediction, "label", None), example.label)
+
+    return metric
+
+
 def to_dspy(examples: tuple[Example, ...]) -> list[dspy.Example]:
     return [dspy.Example(text=e.inputs["text"], label=e.gold).with_inputs("text") for e in examples]
 
@@ -394,15 +402,12 @@ class Bench:
         folder = self.out / task.name / key
         dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(folder / "cache"))
         dspy.configure(lm=self.task_lm, adapter=ADAPTERS[adapter](), max_errors=NO_ERROR_LIMIT)
-
-        def metric(example: dspy.Example, prediction: dspy.Prediction, trace: Any = None) -> float:
-            return label_score(task, getattr(prediction, "label", None), example.label)
-
         replay = record.get("status") == "optimized"
         log(task.name, key, "replaying its optimization from cache" if replay else "optimizing")
         try:
             with self.measured(f"{task.name}/{key}/{'replay' if replay else 'optimize'}") as counts:
-                program = compile_dspy(method, task, metric, self.prompt_lm, self.args.seed, self.args.embedder)
+                program = compile_dspy(method, task, dspy_metric(task), self.prompt_lm, self.args.seed,
+                                       self.args.embedder)
         except Exception as exc:  # noqa: BLE001 - an optimizer that cannot run is a result, not a crash
             self.fail(task.name, methods, key, {"kind": "dspy", "error": f"{type(exc).__name__}: {exc}"[:500],
                                                 "optimize": asdict(counts[0])})
