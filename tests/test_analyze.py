@@ -36,4 +36,4 @@ def test_a_confused_label_with_inner_spaces_stays_a_label_and_gets_a_contrast_ru
     analysis = analyze(task, EvalResult(rows=rows, n_requested=3), make_embedder("tfidf"))
     assert analysis.groups[0].confusions == (("Los Angeles", "New  York", 3),)
     [patch] = rule_patches(task, Prompt(task.instruction), analysis, [], seed=0)
-    assert patch.prompt.instruction.endswith("Do not confuse Los Angeles with New  York.")
+    assert patch.prompt.instruction.endswith("Do not confuse New  York with Los Angeles.")  # in the labels' order
