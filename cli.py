@@ -366,7 +366,10 @@ def run_command(program_dir: str, text: str | None, fields: dict[str, str], mode
     predictions = []
     with progress_bar(f"run {program.task.name}") as update:
         for done, record in enumerate(records, start=1):
-            predictions.append(program.predict(**record))
+            try:
+                predictions.append(program.predict(**record))
+            except ConfigError as exc:  # a value no data file may hold (null): name the record
+                raise ConfigError(f"{records_path}: record {done}: {exc}") from None
             update(done, len(records))
     if as_json:
         click.echo(json.dumps({"predictions": [{"id": record.get("id"), **asdict(prediction)}
