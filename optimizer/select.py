@@ -141,8 +141,8 @@ class ExampleSelector:
                  strategy: str = "knn", mmr_lambda: float = 0.5, label_key: str | None = None,
                  order: str = "similar_last", dedupe: float | None = None, fetch_k: int | None = None,
                  index: str = "exact", cache: Cache | None = None) -> None:
-        self.config = SelectorConfig(k, tuple(input_keys) if input_keys else None, strategy, mmr_lambda, label_key,
-                                     order, dedupe, fetch_k, index)
+        keys = (input_keys,) if isinstance(input_keys, str) else tuple(input_keys) if input_keys else None  # "text"
+        self.config = SelectorConfig(k, keys, strategy, mmr_lambda, label_key, order, dedupe, fetch_k, index)
         self.config.check()
         self._vote = embedder == "auto" and label_key is not None  # `fit` lets the pool's labels choose
         self._cache = cache
