@@ -356,8 +356,9 @@ def input_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[...,
 def run_command(program_dir: str, text: str | None, fields: dict[str, str], model: str | None,
                 api_base: str | None, threads: int | None, cache_dir: str | None, records_path: str | None,
                 as_json: bool) -> None:
-    """Run a saved PROGRAM on TEXT (its first input field), on --input KEY=VALUE fields, or on a --file."""
-    program = load_program(program_dir, model=model, api_base=api_base, cache=Cache(cache_dir), threads=threads)
+    """Run a saved PROGRAM (a `formfit optimize` run or its program/) on TEXT (its first input field), on --input
+    KEY=VALUE fields, or on a --file."""
+    program = load_program(program_path(program_dir), model=model, api_base=api_base, cache=Cache(cache_dir), threads=threads)
     if records_path is None:
         prediction = program.predict(**({program.task.inputs[0]: text, **fields} if text is not None else fields))
         click.echo(json.dumps(asdict(prediction), ensure_ascii=False) if as_json else answer_text(prediction))
@@ -366,7 +367,10 @@ def run_command(program_dir: str, text: str | None, fields: dict[str, str], mode
     predictions = []
     with progress_bar(f"run {program.task.name}") as update:
         for done, record in enumerate(records, start=1):
-            predictions.append(program.predict(**record))
+            try:
+                predictions.append(program.predict(**record))
+            except ConfigError as exc:  # a value no data file may hold (null): name the record
+                raise ConfigError(f"{records_path}: record {done}: {exc}") from None
             update(done, len(records))
     if as_json:
         click.echo(json.dumps({"predictions": [{"id": record.get("id"), **asdict(prediction)}

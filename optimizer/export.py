@@ -19,7 +19,7 @@ from .data import jsonl_lines
 from .errors import ConfigError, DataError, TaskError, writing
 from .program import SELECTOR_DIR
 from .prompt import Prompt, render_gold, render_inputs
-from .select import fixed_demos
+from .select import STRATEGIES, fixed_demos
 from .task import Example, Task, load_task
 
 FORMATS = ("openai-jsonl", "dspy")
@@ -63,10 +63,12 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> dict[str, Any]
 def dspy_warning(prompt: Prompt, run_dir: str | Path) -> str | None:
     """What a `dspy.Predict` cannot hold of `prompt`: demos chosen per input, constrained output."""
     lost = []
-    if prompt.k and prompt.strategy != "fixed":
+    if prompt.k and prompt.strategy in STRATEGIES:
         selector = Path(run_dir) / "program" / SELECTOR_DIR
         lost.append(f"its {prompt.strategy} demos, chosen per input, are {prompt.k} static ones here (for per-input "
                     f"demos: optimizer.interop.dspy.SimilarDemos with ExampleSelector.load({str(selector)!r}))")
+    elif prompt.k and prompt.strategy != "fixed":  # random: SimilarDemos would pick by similarity, not at random
+        lost.append(f"its {prompt.strategy} demos, drawn per input, are {prompt.k} static ones here")
     if prompt.constrain:
         lost.append("its constrained output (grammar / JSON mode) is not part of a dspy.Predict")
     return "the program differs from this export: " + "; ".join(lost) if lost else None

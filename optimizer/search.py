@@ -132,7 +132,7 @@ class OptimizeResult:
         pool, _ = split_dev(task, self.dev_size, self.seed)
         embedder = make_embedder(self.embedder, api_base=lm.api_base, cache=lm.cache)
         scores = {"dev": self.dev_scores, "test": self.test_scores}
-        return save_program(directory, task, self.best, pool, lm, embedder, scores)
+        return save_program(directory, task, self.best, pool, lm, embedder, scores, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {

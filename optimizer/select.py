@@ -141,8 +141,8 @@ class ExampleSelector:
                  strategy: str = "knn", mmr_lambda: float = 0.5, label_key: str | None = None,
                  order: str = "similar_last", dedupe: float | None = None, fetch_k: int | None = None,
                  index: str = "exact", cache: Cache | None = None) -> None:
-        self.config = SelectorConfig(k, tuple(input_keys) if input_keys else None, strategy, mmr_lambda, label_key,
-                                     order, dedupe, fetch_k, index)
+        keys = (input_keys,) if isinstance(input_keys, str) else tuple(input_keys) if input_keys else None  # "text"
+        self.config = SelectorConfig(k, keys, strategy, mmr_lambda, label_key, order, dedupe, fetch_k, index)
         self.config.check()
         self._vote = embedder == "auto" and label_key is not None  # `fit` lets the pool's labels choose
         self._cache = cache
@@ -169,7 +169,8 @@ class ExampleSelector:
 
     def fit(self, examples: Sequence[Mapping[str, Any]]) -> ExampleSelector:
         """Embed the pool (once; the embeddings cache answers repeats). TF-IDF learns its IDF weights here. With
-        `auto` and a `label_key`, the pool's labels first choose MiniLM or TF-IDF (`choose_for_records`)."""
+        `auto` and a `label_key`, the labels of the examples that have one first choose MiniLM or TF-IDF
+        (`choose_for_records`)."""
         self.examples = [_detached(example) for example in examples]
         self._texts = [self.text_of(example) for example in self.examples]
         if self._vote:
@@ -183,10 +184,11 @@ class ExampleSelector:
     def _voted_embedder(self) -> str:
         from .embedder_choice import choose_for_records  # it builds selectors itself: imported here, not on top
 
-        if not self.examples:
+        label_key = self.config.label_key or ""
+        labelled = [example for example in self.examples if label_key in example]  # an unlabelled one has no vote
+        if not labelled:
             return "auto"
-        keys = self.input_keys_of(self.examples[0])
-        return choose_for_records(self.examples, keys, self.config.label_key or "", cache=self._cache)
+        return choose_for_records(labelled, self.input_keys_of(labelled[0]), label_key, cache=self._cache)
 
     def add(self, example: Mapping[str, Any]) -> None:
         """Add one example to the pool (its vector is appended; TF-IDF weights are not refitted)."""

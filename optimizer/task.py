@@ -332,11 +332,20 @@ def _examples(task: Task, path: Path, rows: list[Row]):
 
 
 def _text(value: Any, place: str, key: str) -> str:
+    try:
+        return input_text(value)
+    except ValueError:
+        raise TaskError(f"{place}: field {key!r} has an unsupported value {_kind(value)}") from None
+
+
+def input_text(value: Any) -> str:
+    """A field's value as the model sees it: JSON (keys sorted) for an object or a list, else `str`; a ValueError
+    for any other value (null, ...). Data files and a program's inputs go through it alike."""
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     if isinstance(value, (str, int, float, bool)):
         return str(value)
-    raise TaskError(f"{place}: field {key!r} has an unsupported value {_kind(value)}")
+    raise ValueError(f"unsupported value {_kind(value)}")
 
 
 def _gold(task: Task, value: Any, place: str) -> Any:

@@ -98,6 +98,10 @@ def test_auto_picks_tfidf_for_the_worded_intent_tickets(cache, run_cli) -> None:
     records = [example_record(intent, example) for example in intent.split("train")]
     selector = ExampleSelector("auto", 2, input_keys=intent.inputs, label_key=intent.output, cache=cache).fit(records)
     assert isinstance(selector.embedder, TfidfEmbedder)  # an app's selector decides as the CLI does
+    unlabelled = {key: value for key, value in records[0].items() if key != intent.output}
+    selector = ExampleSelector("auto", 2, input_keys=intent.inputs, label_key=intent.output, cache=cache)
+    assert isinstance(selector.fit([unlabelled, *records]).embedder, TfidfEmbedder)  # a KeyError before
+    assert selector.select(unlabelled, k=1)[0] == unlabelled
 
 
 @pytest.mark.skipif(not (SHARED_DATASETS / "banking77").is_dir(), reason="../shared/datasets is not on this machine")

@@ -205,9 +205,14 @@ def test_eval_and_run_a_saved_program_on_many_inputs(planted, run_cli, tmp_path:
     assert code == 0, err
     assert [(p["id"], p["value"]) for p in json.loads(out)["predictions"]] == [("a", "beta"), ("b", "gamma")]
     assert run_cli("run", str(run / "program"), "--file", str(inputs))[1] == "beta\ngamma\n"
+    assert run_cli("run", str(run), "--file", str(inputs))[1] == "beta\ngamma\n"  # the run folder, as eval takes it
     inputs.write_text('{"id": "a", "text": "item 300 is about beta"}\n{"txt": "item 302"}\n')
     code, _, err = run_cli("run", str(run / "program"), "--file", str(inputs))
     assert code == 2 and f"{inputs}:2: record has no field 'text'" in err
+    inputs.write_text('{"id": "a", "text": "item 300 is about beta"}\n{"text": null}\n')  # was asked as "None"
+    code, _, err = run_cli("run", str(run / "program"), "--file", str(inputs))
+    assert code == 2 and err.strip().splitlines() == [
+        f"formfit: error: {inputs}: record 2: program 'planted': input field 'text' has an unsupported value nothing"]
     inputs.write_text("")
     code, _, err = run_cli("run", str(run / "program"), "--file", str(inputs))
     assert code == 2 and err.strip().splitlines() == [f"formfit: error: {inputs}: the file has no records"]

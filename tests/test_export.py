@@ -104,6 +104,8 @@ def test_the_dspy_export_says_what_a_predict_cannot_hold(tmp_path: Path) -> None
     knn = dspy_warning(Prompt("x", k=4, strategy="knn", constrain=True), tmp_path)
     assert "knn demos, chosen per input, are 4 static ones" in knn and "constrained output" in knn
     assert f"ExampleSelector.load({str(tmp_path / 'program' / 'selector')!r})" in knn
+    random = dspy_warning(Prompt("x", k=8, strategy="random"), tmp_path)  # SimilarDemos would choose by similarity
+    assert "random demos, drawn per input, are 8 static ones here" in random and "SimilarDemos" not in random
 
 
 def test_static_demos_take_labels_in_turn(planted) -> None:

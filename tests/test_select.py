@@ -264,6 +264,13 @@ def test_clear_errors(build, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_one_input_key_may_be_given_as_a_string() -> None:
+    """`input_keys="text"` is the field `text` (it was the fields 't', 'e', 'x', 't': "lacks input field(s) 't'")."""
+    pool = [{"text": "my card is lost", "label": "card"}, {"text": "refund my order", "label": "refund"}]
+    selector = ExampleSelector("tfidf", 1, input_keys="text").fit(pool)
+    assert selector.config.input_keys == ("text",) and selector.select({"text": "lost card"}) == pool[:1]
+
+
 def test_langchain_adapter_satisfies_the_interface() -> None:
     from langchain_core.example_selectors import BaseExampleSelector
     from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate
