@@ -358,7 +358,8 @@ def run_command(program_dir: str, text: str | None, fields: dict[str, str], mode
                 as_json: bool) -> None:
     """Run a saved PROGRAM (a `formfit optimize` run or its program/) on TEXT (its first input field), on --input
     KEY=VALUE fields, or on a --file."""
-    program = load_program(program_path(program_dir), model=model, api_base=api_base, cache=Cache(cache_dir), threads=threads)
+    program = load_program(program_path(program_dir), model=model, api_base=api_base, cache=Cache(cache_dir),
+                           threads=threads)
     if records_path is None:
         prediction = program.predict(**({program.task.inputs[0]: text, **fields} if text is not None else fields))
         click.echo(json.dumps(asdict(prediction), ensure_ascii=False) if as_json else answer_text(prediction))
