@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 pytest.importorskip("dspy")
 
 import dspy  # noqa: E402
 import dspy_answers  # noqa: E402
-from vs_dspy import bench_splits  # noqa: E402
 
-from optimizer.task import Task  # noqa: E402
+from optimizer.task import Example, Task  # noqa: E402
 
 TASK = Task("t", "d", ("text",), "label", "label", "label_match", "Classify.", labels=("positive", "negative"))
 
@@ -32,6 +33,8 @@ def test_answers_are_counted_by_parser_kind_and_score() -> None:
 
 def test_a_request_missing_from_the_cache_fails_instead_of_reaching_a_model(tmp_path) -> None:
     (tmp_path / "cache").mkdir()
-    task = bench_splits("trec", 20, 5, 3, 0)
+    rows = [Example(id=f"r{i}", inputs={"text": f"a {'fine' if i % 2 else 'dull'} film {i}"},
+                    gold=("negative", "positive")[i % 2]) for i in range(8)]
+    task = replace(TASK, splits={"train": tuple(rows[:4]), "dev": tuple(rows[4:6]), "test": tuple(rows[6:])})
     with pytest.raises(dspy.utils.exceptions.LMError):
         dspy_answers.replay(task, "labeled", "chat", tmp_path, 0, "tfidf")
