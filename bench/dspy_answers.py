@@ -41,11 +41,16 @@ def replay(task: Task, method: str, adapter: str, folder: Path, seed: int, embed
     program = compile_dspy(method, task, dspy_metric(task), lm, seed, embedder)
     rows = []
     for example in task.split("test"):
-        answer = program(text=example.inputs["text"]).label
-        retried = "JSON object" in lm.history[-1]["messages"][0]["content"]  # JSONAdapter's system message
+        try:
+            answer = program(text=example.inputs["text"]).label
+            retried = "JSON object" in lm.history[-1]["messages"][0]["content"]  # JSONAdapter's system message
+            parsed_by = "JSONAdapter retry" if retried else type(dspy.settings.adapter).__name__
+        except dspy.utils.exceptions.LMError:
+            raise  # a request the cache does not hold
+        except Exception as exc:  # noqa: BLE001 - unparseable even on the retry: a failed prediction, as in the row
+            answer, parsed_by = None, f"raised {type(exc).__name__}"
         rows.append({"id": example.id, "gold": example.gold, "answer": None if answer is None else str(answer),
-                     "score": label_score(task, answer, example.gold),
-                     "parsed_by": "JSONAdapter retry" if retried else type(dspy.settings.adapter).__name__})
+                     "score": label_score(task, answer, example.gold), "parsed_by": parsed_by})
     return rows
 
 
