@@ -23,8 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dspy  # noqa: E402
-from vs_dspy import (ADAPTERS, NO_ERROR_LIMIT, TASK_MAX_TOKENS, bench_splits, compile_dspy, dspy_lm,  # noqa: E402
-                     dspy_metric, label_score)
+from vs_dspy import (TASK_MAX_TOKENS, bench_splits, compile_dspy, dspy_lm, dspy_metric,  # noqa: E402
+                     label_score, use_row)
 
 from optimizer.prompt import normalize_label  # noqa: E402
 from optimizer.task import Task  # noqa: E402
@@ -34,10 +34,9 @@ NOWHERE = "http://127.0.0.1:9/v1"  # the discard port: a cache miss fails at onc
 
 def replay(task: Task, method: str, adapter: str, folder: Path, seed: int, embedder: str) -> list[dict[str, Any]]:
     """Each test row's gold, answer, score and the adapter that parsed the final reply."""
-    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(folder / "cache"))
     lm = dspy_lm(NOWHERE, TASK_MAX_TOKENS)
     lm.num_retries = 0
-    dspy.configure(lm=lm, adapter=ADAPTERS[adapter](), max_errors=NO_ERROR_LIMIT)
+    use_row(folder, lm, adapter)
     program = compile_dspy(method, task, dspy_metric(task), lm, seed, embedder)
     rows = []
     for example in task.split("test"):

@@ -194,6 +194,12 @@ def dspy_lm(api_base: str, max_tokens: int) -> dspy.LM:
                    engine="litellm")
 
 
+def use_row(folder: Path, lm: dspy.LM, adapter: str) -> None:
+    """DSPy set up for one row: its own disk cache under `folder`, the task LM, the adapter."""
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(folder / "cache"))
+    dspy.configure(lm=lm, adapter=ADAPTERS[adapter](), max_errors=NO_ERROR_LIMIT)
+
+
 def compile_dspy(method: str, task: Task, metric: Callable[..., float], prompt_lm: dspy.LM,
                  seed: int, embedder: str) -> dspy.Module:
     """The student `dspy.Predict(text -> label)` with the task's instruction, compiled by `method`."""
@@ -400,8 +406,7 @@ class Bench:
             log(task.name, key, "already", record["status"])
             return
         folder = self.out / task.name / key
-        dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(folder / "cache"))
-        dspy.configure(lm=self.task_lm, adapter=ADAPTERS[adapter](), max_errors=NO_ERROR_LIMIT)
+        use_row(folder, self.task_lm, adapter)
         replay = record.get("status") == "optimized"
         log(task.name, key, "replaying its optimization from cache" if replay else "optimizing")
         try:
