@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ DEFAULT_MODEL = "local/smollm2-135m"
 UNKNOWN_CONTEXT = 8192
 DEFAULT_THREADS = 1  # measured: llama.cpp runs faster with 1 thread than 2 on these 2-core machines
 CACHE_NAMESPACE = "lm"
+_SIGNAL_POLL_S = 0.1  # how often `LM.map` looks for a Ctrl-C while calls run
 
 
 @dataclass(frozen=True)
@@ -532,20 +533,35 @@ class LM:
             if on_result is not None:
                 on_result(index, results[index])  # type: ignore[arg-type]
 
-        pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        futures = []
-        try:
-            futures = [pool.submit(run, index) for index in range(len(requests))]
-            wait(futures, return_when=FIRST_EXCEPTION)
-        except BaseException:  # Ctrl-C: running calls end without another try
-            interrupted.set()
-            raise
-        finally:  # after an error, or Ctrl-C (KeyboardInterrupt here): queued calls never start, running ones end
-            pool.shutdown(wait=True, cancel_futures=True)
+        futures = self._run_all(run, len(requests), interrupted)
         for future in futures:
-            if not future.cancelled() and future.exception() is not None:
+            if future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
         return results
+
+    def _run_all(self, run: Callable[[int], None], count: int, interrupted: threading.Event) -> list[Future]:
+        """`run(0..count-1)` on `concurrency` threads. Calls are started from the caller's thread, so none starts after
+        a Ctrl-C (KeyboardInterrupt here) or a failed call; running ones end (after a Ctrl-C without another try).
+        The futures of the calls that started, in index order."""
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        futures: list[Future] = []
+        running: set[Future] = set()
+        try:
+            while len(futures) < count or running:
+                while len(futures) < count and len(running) < self.concurrency:
+                    futures.append(pool.submit(run, len(futures)))
+                    running.add(futures[-1])
+                # A timeout, not a blocking wait: a signal taken by a worker thread reaches the main thread only
+                # when it runs Python code again.
+                done, running = wait(running, timeout=_SIGNAL_POLL_S, return_when=FIRST_COMPLETED)
+                if any(future.exception() is not None for future in done):
+                    count = len(futures)
+        except BaseException:
+            interrupted.set()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        return futures
 
     def _count(self, **increments: float) -> None:
         with self._usage_lock:

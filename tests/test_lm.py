@@ -252,6 +252,31 @@ def test_ctrl_c_in_map_stops_the_retries_of_running_calls(scripted_lm) -> None:
     assert lm.backend.calls <= 6  # without the stop: 2 x 31
 
 
+def test_ctrl_c_taken_by_a_worker_thread_stops_map_at_once(scripted_lm) -> None:
+    """The kernel may hand a process's SIGINT to any thread; when a worker took it, the main thread slept in map
+    until every queued call had run (test_interrupt saw 20 and 44 calls under load). Now no call starts after it."""
+    taken = threading.Event()
+
+    def on_sigint(signum, frame):
+        taken.set()
+        signal.default_int_handler(signum, frame)
+
+    def reply(request):
+        if last_user_text(request) == "3":
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # Ctrl-C, delivered to this worker thread
+            assert taken.wait(10), "the main thread did not take the Ctrl-C while the call ran"
+        return "x"
+
+    lm = scripted_lm(reply, concurrency=1)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lm.map([ask(str(i)) for i in range(20)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert lm.backend.calls == 4 and len(lm.cache.keys("lm")) == 4  # 0-3: the call in flight ends and is kept
+
+
 def test_duplicate_requests_in_flight_are_sent_once_and_within_the_budget(scripted_lm) -> None:
     """The same input twice in one `map` (a dataset's duplicate rows, k=0): the copies started while the first was
     in flight each made a real call the budget did not charge (a key is charged once), so budget 2 made 5 calls."""
