@@ -421,8 +421,8 @@ def _dev_analysis(search: _Search, prompt: Prompt, probe_lm: LM | None) -> Analy
 def context_probe(task: Task, prompt: Prompt, pool: Sequence[Example], examples: Sequence[Example], lm: LM,
                   seed: int, embedder: Embedder) -> EvalResult:
     """`prompt` on `examples` with the context field shown (demos too): the oracle-retrieval probe. Its selector
-    fits a copy of `embedder` (TF-IDF learns IDF on the pool it is fitted to), so the demo sources a search cached
-    keep embedding queries as their pool was embedded."""
+    fits a copy of `embedder` (TF-IDF learns IDF on the pool it is fitted to), so the search's embedder keeps the
+    IDF of its own pool, which `analyze` embeds failures with."""
     shown = task.with_context()
     field_name = task.context_field or ""
     demos = prompt_demos(shown, [show_context(e, field_name) for e in pool], prompt, seed=seed,

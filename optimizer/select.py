@@ -168,15 +168,16 @@ class ExampleSelector:
         return self.config.input_keys or [key for key in example if key not in (self.config.label_key, "id")]
 
     def fit(self, examples: Sequence[Mapping[str, Any]]) -> ExampleSelector:
-        """Embed the pool (once; the embeddings cache answers repeats). TF-IDF learns its IDF weights here. With
-        `auto` and a `label_key`, the labels of the examples that have one first choose MiniLM or TF-IDF
-        (`choose_for_records`)."""
+        """Embed the pool (once; the embeddings cache answers repeats). TF-IDF learns its IDF weights here: the
+        embedder given is fitted, and the selector keeps a copy, so a later `fit` elsewhere on the same embedder does
+        not change how this one embeds queries. With `auto` and a `label_key`, the labels of the examples that have
+        one first choose MiniLM or TF-IDF (`choose_for_records`)."""
         self.examples = [_detached(example) for example in examples]
         self._texts = [self.text_of(example) for example in self.examples]
         if self._vote:
             self.embedder = make_embedder(self._voted_embedder(), cache=self._cache)
         if isinstance(self.embedder, TfidfEmbedder) and self._texts:
-            self.embedder.fit(self._texts)
+            self.embedder = copy.copy(self.embedder.fit(self._texts))
         self.matrix = self.embedder.embed(self._texts) if self._texts else np.zeros((0, 0), np.float32)
         self._ann = None
         return self

@@ -212,6 +212,21 @@ def test_tfidf_selector_reloads_with_its_idf(tmp_path: Path) -> None:
     assert loaded.select({"text": "example number 12"}) == selector.select({"text": "example number 12"})[-2:]
 
 
+def test_two_selectors_on_one_tfidf_embedder_keep_their_own_idf(tmp_path: Path) -> None:
+    """Fitting a second selector on the shared embedder refitted the first one's IDF: its queries were embedded
+    with weights its pool was not, and `save` wrote the second pool's IDF beside the first pool's vectors."""
+    shared = TfidfEmbedder()
+    first = ExampleSelector(shared, 5, input_keys=["text"]).fit(pool(60))
+    alone = ExampleSelector(TfidfEmbedder(), 5, input_keys=["text"]).fit(pool(60))
+    other = [{"id": i, "text": f"refund order {i} please, number {i % 7}", "label": "x"} for i in range(80)]
+    ExampleSelector(shared, 5, input_keys=["text"]).fit(other)
+    assert shared.id != alone.embedder.id == first.embedder.id
+    queries = [{"text": f"example number {i} please"} for i in (3, 17, 41)]
+    assert first.select_batch(queries) == alone.select_batch(queries)
+    first.save(tmp_path / "first")
+    assert ExampleSelector.load(tmp_path / "first").select_batch(queries) == alone.select_batch(queries)
+
+
 def test_a_selector_saved_by_a_newer_formfit_is_refused_clearly(tmp_path: Path) -> None:
     ExampleSelector("tfidf", 3, input_keys=["text"]).fit(pool(10)).save(tmp_path / "sel")
     meta = json.loads((tmp_path / "sel" / "selector.json").read_text())
