@@ -421,7 +421,8 @@ def _best(matrix: np.ndarray, vector: np.ndarray, scores: np.ndarray, fetch: int
     `scores` (float32, of any rounding) with every row within `TIE_TOLERANCE` of the last one kept, then ranked
     by `_rescored`."""
     if fetch < len(scores):
-        shortlist = np.flatnonzero(scores >= np.partition(scores, -fetch)[-fetch] - TIE_TOLERANCE)
+        last = scores[np.argpartition(scores, -fetch)[-fetch:]].min()
+        shortlist = np.flatnonzero(scores >= last - TIE_TOLERANCE)
     else:
         shortlist = np.arange(len(scores))
     indices, similarities = _ranked(shortlist.tolist(), _rescored(matrix[shortlist], vector))
