@@ -30,6 +30,7 @@ INDEXES = ("exact", "hnsw")
 FORMAT_VERSION = 1
 GRAM_MAX = 64  # candidates up to which their whole Gram matrix is computed at once
 TIE_TOLERANCE = 1e-4  # above the rounding of a float32 cosine of unit vectors (384 dims: 384 x 6e-8)
+RESCORE_ROWS = 1024  # rows per float64 block when ranking a shortlist
 DEDUPE = 0.98  # the near-duplicate cutoff formfit's own prompts use (evaluation, optimize, programs, CLI select)
 
 
@@ -417,22 +418,26 @@ def _detached(example: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _best(matrix: np.ndarray, vector: np.ndarray, scores: np.ndarray, fetch: int) -> tuple[list[int], list[float]]:
-    """The `fetch` rows of `matrix` most similar to `vector`, best first, with their similarities: shortlisted by
-    `scores` (float32, of any rounding) with every row within `TIE_TOLERANCE` of the last one kept, then ranked
-    by `_rescored`."""
+    """The `fetch` rows of `matrix` most similar to `vector`, best first (ties: lower index first), with their
+    similarities: shortlisted by `scores` (float32, of any rounding) with every row within `TIE_TOLERANCE` of the
+    last one kept, then ranked by `_rescored`."""
     if fetch < len(scores):
         last = scores[np.argpartition(scores, -fetch)[-fetch:]].min()
         shortlist = np.flatnonzero(scores >= last - TIE_TOLERANCE)
     else:
         shortlist = np.arange(len(scores))
-    indices, similarities = _ranked(shortlist.tolist(), _rescored(matrix[shortlist], vector))
-    return indices[:fetch], similarities[:fetch]
+    similarities = _rescored(matrix, shortlist, vector)
+    best = np.lexsort((shortlist, -similarities))[:fetch]
+    return shortlist[best].tolist(), similarities[best].tolist()
 
 
-def _rescored(block: np.ndarray, vector: np.ndarray) -> list[float]:
-    """The cosine similarities of `block`'s rows to `vector`, in float64 and row by row: the same bits for a query
-    alone or in any batch (a float32 matrix product rounds by its shape, which reordered exactly tied neighbours)."""
-    return (block.astype(np.float64) * vector.astype(np.float64)).sum(axis=1).tolist()
+def _rescored(matrix: np.ndarray, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """The cosine similarities of `matrix[rows]` to `vector`, in float64 and row by row: the same bits for a query
+    alone or in any batch (a float32 matrix product rounds by its shape, which reordered exactly tied neighbours).
+    `RESCORE_ROWS` rows at a time: a query tied with the whole pool (no known word) shortlists all of it."""
+    vector = vector.astype(np.float64)
+    return np.concatenate([(matrix[rows[start:start + RESCORE_ROWS]].astype(np.float64) * vector).sum(axis=1)
+                           for start in range(0, len(rows), RESCORE_ROWS)])
 
 
 def _ranked(indices: list[int], similarities: list[float]) -> tuple[list[int], list[float]]:
