@@ -101,8 +101,7 @@ class _SelectedDemos:
         return self.demos_for_many([example])[0]
 
     def demos_for_many(self, examples: Sequence[Example]) -> list[list[Example]]:
-        """One batch, as the search chose them (a lone query's product rounds differently, which can reorder
-        exactly tied neighbours); a pool example is never its own demo."""
+        """The demos of many inputs in one batch; a pool example is never its own demo."""
         chosen = self.selector.select_batch([example.inputs for example in examples],
                                             exclude_ids=[example.id or None for example in examples])
         return [[record_example(self.task, selected.example) for selected in demos] for demos in chosen]

@@ -29,6 +29,8 @@ ORDERS = ("similar_last", "similar_first")
 INDEXES = ("exact", "hnsw")
 FORMAT_VERSION = 1
 GRAM_MAX = 64  # candidates up to which their whole Gram matrix is computed at once
+TIE_TOLERANCE = 1e-4  # above the rounding of a float32 cosine of unit vectors (384 dims: 384 x 6e-8)
+RESCORE_ROWS = 1024  # rows per float64 block when ranking a shortlist
 DEDUPE = 0.98  # the near-duplicate cutoff formfit's own prompts use (evaluation, optimize, programs, CLI select)
 
 
@@ -250,21 +252,14 @@ class ExampleSelector:
 
     def _nearest(self, vectors: np.ndarray, fetch: int) -> list[tuple[list[int], list[float]]]:
         """Per query, the `fetch` most similar pool rows, best first, as (indices, cosine similarities): exact, or
-        HNSW when asked. Few numpy calls: with a small query batch their fixed cost is what shows."""
+        HNSW when asked."""
         if self.config.index == "hnsw":
             similarities, indices = self._hnsw().search(vectors, fetch)
             return [_ranked(row, scores) for row, scores in zip(indices.tolist(), similarities.tolist())]
-        if len(vectors) == 1:  # one query: a matrix-vector product and a 1-D partition, the cheapest path
-            scores = self.matrix @ vectors[0]
-            top = np.argpartition(scores, -fetch)[-fetch:] if fetch < len(scores) else np.arange(len(scores))
-            return [_ranked(top.tolist(), scores[top].tolist())]
-        scores = vectors @ self.matrix.T
-        if fetch < scores.shape[1]:
-            top = np.argpartition(-scores, fetch - 1, axis=1)[:, :fetch]
-        else:
-            top = np.tile(np.arange(scores.shape[1]), (len(vectors), 1))
-        similarities = np.take_along_axis(scores, top, axis=1)
-        return [_ranked(row, values) for row, values in zip(top.tolist(), similarities.tolist())]
+        # One query: a matrix-vector product, the cheapest path. The float32 products only shortlist; the ranking is
+        # `_rescored`'s, so a query alone and in a batch get the same neighbours even among exact ties.
+        scores = (self.matrix @ vectors[0])[None, :] if len(vectors) == 1 else vectors @ self.matrix.T
+        return [_best(self.matrix, vector, row, fetch) for vector, row in zip(vectors, scores)]
 
     def _hnsw(self) -> Any:
         if self._ann is None:
@@ -420,6 +415,29 @@ def _check_saved(directory: Path, meta: Any, examples: list[Any], matrix: np.nda
 def _detached(example: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of an example that shares no mutable value with it (flat records copy at dict speed)."""
     return {key: copy.deepcopy(value) if isinstance(value, (dict, list)) else value for key, value in example.items()}
+
+
+def _best(matrix: np.ndarray, vector: np.ndarray, scores: np.ndarray, fetch: int) -> tuple[list[int], list[float]]:
+    """The `fetch` rows of `matrix` most similar to `vector`, best first (ties: lower index first), with their
+    similarities: shortlisted by `scores` (float32, of any rounding) with every row within `TIE_TOLERANCE` of the
+    last one kept, then ranked by `_rescored`."""
+    if fetch < len(scores):
+        last = scores[np.argpartition(scores, -fetch)[-fetch:]].min()
+        shortlist = np.flatnonzero(scores >= last - TIE_TOLERANCE)
+    else:
+        shortlist = np.arange(len(scores))
+    similarities = _rescored(matrix, shortlist, vector)
+    best = np.lexsort((shortlist, -similarities))[:fetch]
+    return shortlist[best].tolist(), similarities[best].tolist()
+
+
+def _rescored(matrix: np.ndarray, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """The cosine similarities of `matrix[rows]` to `vector`, in float64 and row by row: the same bits for a query
+    alone or in any batch (a float32 matrix product rounds by its shape, which reordered exactly tied neighbours).
+    `RESCORE_ROWS` rows at a time: a query tied with the whole pool (no known word) shortlists all of it."""
+    vector = vector.astype(np.float64)
+    return np.concatenate([(matrix[rows[start:start + RESCORE_ROWS]].astype(np.float64) * vector).sum(axis=1)
+                           for start in range(0, len(rows), RESCORE_ROWS)])
 
 
 def _ranked(indices: list[int], similarities: list[float]) -> tuple[list[int], list[float]]:

@@ -31,10 +31,24 @@ def test_answers_are_counted_by_parser_kind_and_score() -> None:
     assert result["examples"] == ["{'title': 'A film'}", "{'title': 'Another'}", "I liked it"]
 
 
+ROWS = [Example(id=f"r{i}", inputs={"text": f"a {'fine' if i % 2 else 'dull'} film {i}"},
+                gold=("negative", "positive")[i % 2]) for i in range(8)]
+SPLIT = replace(TASK, splits={"train": tuple(ROWS[:4]), "dev": tuple(ROWS[4:6]), "test": tuple(ROWS[6:])})
+
+
 def test_a_request_missing_from_the_cache_fails_instead_of_reaching_a_model(tmp_path) -> None:
     (tmp_path / "cache").mkdir()
-    rows = [Example(id=f"r{i}", inputs={"text": f"a {'fine' if i % 2 else 'dull'} film {i}"},
-                    gold=("negative", "positive")[i % 2]) for i in range(8)]
-    task = replace(TASK, splits={"train": tuple(rows[:4]), "dev": tuple(rows[4:6]), "test": tuple(rows[6:])})
     with pytest.raises(dspy.utils.exceptions.LMError):
-        dspy_answers.replay(task, "labeled", "chat", tmp_path, 0, "tfidf")
+        dspy_answers.replay(SPLIT, "labeled", "chat", tmp_path, 0, "tfidf")
+
+
+def test_an_answer_unparseable_even_on_the_json_retry_is_a_failed_prediction(tmp_path, monkeypatch) -> None:
+    """As in the row: DSPy raises after its JSONAdapter retry, and the prediction counts as failed (score 0)."""
+    from dspy.utils.dummies import DummyLM
+
+    replies = DummyLM({"a dull film 6": {"label": "negative"}, "a fine film 7": {"verdict": "positive"}})
+    monkeypatch.setattr(dspy_answers, "dspy_lm", lambda *args: replies)
+    (tmp_path / "cache").mkdir()
+    rows = dspy_answers.replay(SPLIT, "labeled", "chat", tmp_path, 0, "tfidf")
+    assert [(row["answer"], row["score"], row["parsed_by"]) for row in rows] == [
+        ("negative", 1.0, "ChatAdapter"), (None, 0.0, "raised AdapterParseError")]

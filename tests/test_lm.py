@@ -8,6 +8,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 
@@ -235,7 +236,22 @@ def test_map_runs_concurrently_and_keeps_order(scripted_lm) -> None:
     assert sorted(seen) == list(range(50))
 
 
-def test_ctrl_c_in_map_stops_the_retries_of_running_calls(scripted_lm) -> None:
+@pytest.fixture
+def ctrl_c() -> Iterator[threading.Event]:
+    """Ctrl-C raises KeyboardInterrupt in the main thread, whatever pytest started with (a shell's background job
+    ignores SIGINT); the event is set once the main thread took it."""
+    taken = threading.Event()
+
+    def on_sigint(signum, frame):
+        taken.set()
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    yield taken
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_in_map_stops_the_retries_of_running_calls(scripted_lm, ctrl_c) -> None:
     """A server that never answers: after Ctrl-C the two running calls end at their current try instead of making
     all 31 (a Ctrl-C took max_retries x --timeout to take effect: 35 s at --timeout 4, minutes at the default)."""
     main = threading.get_ident()
@@ -252,28 +268,18 @@ def test_ctrl_c_in_map_stops_the_retries_of_running_calls(scripted_lm) -> None:
     assert lm.backend.calls <= 6  # without the stop: 2 x 31
 
 
-def test_ctrl_c_taken_by_a_worker_thread_stops_map_at_once(scripted_lm) -> None:
+def test_ctrl_c_taken_by_a_worker_thread_stops_map_at_once(scripted_lm, ctrl_c) -> None:
     """The kernel may hand a process's SIGINT to any thread; when a worker took it, the main thread slept in map
     until every queued call had run (test_interrupt saw 20 and 44 calls under load). Now no call starts after it."""
-    taken = threading.Event()
-
-    def on_sigint(signum, frame):
-        taken.set()
-        signal.default_int_handler(signum, frame)
-
     def reply(request):
         if last_user_text(request) == "3":
             signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # Ctrl-C, delivered to this worker thread
-            assert taken.wait(10), "the main thread did not take the Ctrl-C while the call ran"
+            assert ctrl_c.wait(10), "the main thread did not take the Ctrl-C while the call ran"
         return "x"
 
     lm = scripted_lm(reply, concurrency=1)
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            lm.map([ask(str(i)) for i in range(20)])
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with pytest.raises(KeyboardInterrupt):
+        lm.map([ask(str(i)) for i in range(20)])
     assert lm.backend.calls == 4 and len(lm.cache.keys("lm")) == 4  # 0-3: the call in flight ends and is kept
 
 

@@ -24,10 +24,10 @@ from test_search import CONFIG, RecordingBackend, model
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_saved_program_scores_the_test_split_from_the_searchs_cache(planted, tmp_path: Path, seed: int) -> None:
-    """`Program.evaluate` on the test split repeats the search's requests exactly: the same demos in the same
-    order (chosen in one batch, as the search chose them: a lone query's product rounds differently and reordered
-    tied TF-IDF neighbours of 4 of these 30 inputs) and the search's seed (seed 0 was sent before: 30 new calls at
-    seed 1). So every answer is a cache hit and the score is the search's."""
+    """`Program.evaluate` on the test split, and `predict` on each test input alone, repeat the search's requests
+    exactly: the same demos in the same order (a lone query's float32 product rounded otherwise than the search's
+    batch and reordered tied TF-IDF neighbours of 4 of these 30 inputs) and the search's seed (seed 0 was sent
+    before: 30 new calls at seed 1). So every answer is a cache hit and the score is the search's."""
     backend = RecordingBackend()
     lm = model(Cache(tmp_path / "c"), 600, backend)
     result = optimize(planted, lm, config=CONFIG, seed=seed, test_lm=lm.with_budget(Budget()))
@@ -37,6 +37,9 @@ def test_a_saved_program_scores_the_test_split_from_the_searchs_cache(planted, t
     scored = program.evaluate(planted.split("test"))
     assert len(backend.seen) == before and all(row.cached for row in scored.rows)
     assert scored.score == result.test_scores["best"]
+    for example in planted.split("test"):
+        program.predict(**example.inputs)
+    assert len(backend.seen) == before
 
 
 def test_a_random_demo_program_draws_the_searchs_demos(planted, tmp_path: Path) -> None:

@@ -69,6 +69,26 @@ def test_batch_equals_single() -> None:
     ]
 
 
+@pytest.mark.parametrize("strategy", ["knn", "mmr", "label_quota"])
+def test_a_query_alone_gets_what_it_gets_in_a_batch_even_among_exact_ties(strategy: str) -> None:
+    """TF-IDF on texts of one shape ties many neighbours exactly; a lone query's float32 product rounded otherwise
+    than the batch's and reordered them (a saved program then missed the search's cached answers)."""
+    selector = ExampleSelector("tfidf", 6, input_keys=["text"], strategy=strategy, label_key="label").fit(pool(120))
+    queries = [{"text": f"example number {i}{suffix}"} for i in range(0, 120, 7) for suffix in ("", "0", " please")]
+    batch = selector.select_batch(queries)
+    assert batch == [selector.select_scored(query) for query in queries]
+    assert any(len({round(c.similarity, 6) for c in row}) < len(row) for row in batch)  # there were ties
+
+
+def test_a_query_tied_with_the_whole_pool_gets_its_first_examples() -> None:
+    """A pool of one text repeated: every example ties with any query. The first k are chosen (it got whichever k
+    argpartition left at the top), the whole pool shortlisted and ranked block by block, not in one float64 copy."""
+    selector = ExampleSelector("tfidf", 4, input_keys=["text"]).fit(
+        [{"id": i, "text": "the same words", "label": "x"} for i in range(3000)])
+    chosen = selector.select_scored({"text": "some words"})
+    assert sorted(c.example["id"] for c in chosen) == [0, 1, 2, 3] and len({c.similarity for c in chosen}) == 1
+
+
 def test_exclude_keeps_the_query_out() -> None:
     examples = pool(50)
     selector = ExampleSelector("tfidf", 3, input_keys=["text"]).fit(examples)
