@@ -512,8 +512,23 @@ def report(data: dict) -> str:
                   "| completion tokens | wall s |", "|---|---|---|---|---|---|---|"]
         for key in sorted(block["methods"], key=row_order):
             lines.append(row(key, block["methods"][key]))
-        lines += ["", target_check(block["methods"]), ""]
+        lines += ["", target_check(block["methods"]), "", wall_time(block["methods"]), ""]
+    every = {f"{name}/{key}": record for name, block in data["datasets"].items()
+             for key, record in block["methods"].items()}
+    lines.append(f"All datasets: {wall_time(every)}")
     return "\n".join(lines)
+
+
+def wall_time(methods: dict[str, dict]) -> str:
+    """The rows' measured wall time (optimize + test), all of them and those of the plain-adapter table: the
+    `[plain]` DSPy rows and the formfit rows run at their budgets."""
+    def hours(keys: list[str]) -> float:
+        return sum(methods[key].get(part, {}).get("wall_s", 0.0) for key in keys for part in ("optimize", "test")) / 3600
+
+    plain = [key for key, record in methods.items()
+             if "[plain]" in key or record["kind"] == "formfit" and record.get("for")
+             and all("[plain]" in why for why in record["for"])]
+    return f"Wall time of the rows: {hours(list(methods)):.1f} h; of the plain-adapter table: {hours(plain):.1f} h."
 
 
 def extra_calls(record: dict) -> int:

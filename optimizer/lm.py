@@ -555,7 +555,7 @@ class LM:
                 # when it runs Python code again.
                 done, running = wait(running, timeout=_SIGNAL_POLL_S, return_when=FIRST_COMPLETED)
                 if any(future.exception() is not None for future in done):
-                    count = len(futures)
+                    count = len(futures)  # start no more
         except BaseException:
             interrupted.set()
             raise

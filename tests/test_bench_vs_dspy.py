@@ -61,6 +61,17 @@ def test_report_rows_show_extra_calls_and_one_line_errors():
                                                    "| 1 | 3 |")
 
 
+def test_wall_time_sums_all_rows_and_those_of_the_plain_adapter_table():
+    def timed(kind: str, optimize_s: float, test_s: float, **extra) -> dict:
+        return {"kind": kind, "optimize": {"wall_s": optimize_s}, "test": {"wall_s": test_s}, **extra}
+
+    methods = {"knn[plain]": timed("dspy", 0, 1800), "knn[chat]": timed("dspy", 0, 3600),
+               "copro[plain]": {"kind": "dspy", "optimize": {"wall_s": 1800}},  # failed: no test part
+               "formfit@800": timed("formfit", 3600, 1800, **{"for": ["knn[plain]", "half of mipro[plain]"]}),
+               "formfit@1800": timed("formfit", 3600, 0, **{"for": ["knn[chat]"]})}
+    assert vs_dspy.wall_time(methods) == "Wall time of the rows: 4.5 h; of the plain-adapter table: 2.5 h."
+
+
 def test_formfit_rows_name_their_budget_reason_chosen_demos_and_code():
     row = {"for": ["half of bootstrap_rs[plain]"], "best": {"k": 16, "strategy": "fixed"}, "code": "6cf16ae"}
     assert vs_dspy.row_label("formfit@993", row) == ("formfit@993 (for half of bootstrap_rs[plain], chose 16 fixed "
